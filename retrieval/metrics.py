@@ -1,0 +1,130 @@
+"""Retrieval metrics over a similarity matrix, as defined by the original CE code (SPEC §4.1).
+
+Conventions
+-----------
+* ``sims`` is ``(Q, N)``: one row per text query, one column per audio clip; higher = more similar.
+* ``gt_cols[q]`` is the column of the one relevant clip of query row ``q`` (read from the manifest's
+  qrels, never inferred from the shape).
+* Ranks are **0-based and tie-averaged**: a ground-truth item tied with ``t`` others sits at the mean of
+  the ``t + 1`` tied positions, i.e. ``rank = #strictly_better + #tied_others / 2``. This equals the
+  original "averaging" mode (McSherry & Najork) without sorting anything: one comparison pass per row.
+* text→audio (t2a): each query row ranks its clip among all N clips.
+* audio→text (a2t): each clip column ranks each of its relevant captions among all Q captions; the clip's
+  rank is the **minimum** over its captions (the best-ranked correct caption, VSE convention).
+
+Every function walks the matrix in row/column blocks so memory stays bounded for matrices larger than
+RAM (``np.load(..., mmap_mode="r")`` inputs work unchanged).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+METRIC_KEYS = ("R1", "R5", "R10", "R50", "MedR", "MeanR", "geometric_mean_R1-R5-R10", "mAP10")
+
+# Bytes of temporaries one block may allocate; keeps peak memory flat whatever the matrix size.
+_BLOCK_BYTES = 64 * 2**20
+
+
+def _row_block(n_cols: int, per_cell: int = 2) -> int:
+    return max(1, _BLOCK_BYTES // max(1, n_cols * per_cell))
+
+
+def gt_ranks_t2a(sims: np.ndarray, gt_cols: np.ndarray) -> np.ndarray:
+    """0-based tie-averaged rank of each query's relevant clip, shape ``(Q,)``."""
+    sims = np.asarray(sims) if not isinstance(sims, np.memmap) else sims
+    gt_cols = np.asarray(gt_cols, dtype=np.int64)
+    n_queries, n_cols = sims.shape
+    if gt_cols.shape != (n_queries,):
+        raise ValueError(f"gt_cols has shape {gt_cols.shape}, expected ({n_queries},)")
+    ranks = np.empty(n_queries, dtype=np.float64)
+    step = _row_block(n_cols)
+    for start in range(0, n_queries, step):
+        block = np.asarray(sims[start:start + step])
+        gt = block[np.arange(block.shape[0]), gt_cols[start:start + step]][:, None]
+        better = np.count_nonzero(block > gt, axis=1)
+        tied = np.count_nonzero(block == gt, axis=1) - 1
+        ranks[start:start + step] = better + tied / 2.0
+    return ranks
+
+
+def gt_ranks_a2t(sims: np.ndarray, gt_cols: np.ndarray) -> np.ndarray:
+    """0-based tie-averaged rank of each clip's best-ranked relevant caption, shape ``(N,)``.
+
+    Clips with no relevant caption get ``nan``.
+    """
+    gt_cols = np.asarray(gt_cols, dtype=np.int64)
+    n_queries, n_clips = sims.shape
+    counts = np.bincount(gt_cols, minlength=n_clips)
+    k_max = int(counts.max()) if n_queries else 0
+    # rows_of[j, :counts[j]] = query rows relevant to clip j (stable: row order), padded with -1
+    order = np.argsort(gt_cols, kind="stable")
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    slot = np.arange(n_queries) - np.repeat(offsets, counts)
+    rows_of = np.full((n_clips, max(k_max, 1)), -1, dtype=np.int64)
+    rows_of[gt_cols[order], slot] = order
+
+    ranks = np.full(n_clips, np.nan, dtype=np.float64)
+    step = max(1, _BLOCK_BYTES // max(1, n_queries * max(k_max, 1) * 2))
+    for start in range(0, n_clips, step):
+        stop = min(start + step, n_clips)
+        cols = np.asarray(sims[:, start:stop]).T  # (C, Q)
+        rows = rows_of[start:stop]  # (C, k)
+        valid = rows >= 0
+        gt = np.take_along_axis(cols, np.where(valid, rows, 0), axis=1)  # (C, k)
+        better = np.count_nonzero(cols[:, None, :] > gt[:, :, None], axis=2)
+        tied = np.count_nonzero(cols[:, None, :] == gt[:, :, None], axis=2) - 1
+        per_caption = np.where(valid, better + tied / 2.0, np.inf)
+        best = per_caption.min(axis=1)
+        ranks[start:stop] = np.where(np.isfinite(best), best, np.nan)
+    return ranks
+
+
+def metrics_from_ranks(ranks: np.ndarray) -> dict[str, float]:
+    """R@k (percent), MedR / MeanR (1-based), geometric mean of R1/R5/R10, mAP@10 (percent).
+
+    R@1 counts rank == 0 exactly, as the original does (a tie at the top is not a hit). With one
+    relevant item per query, mAP@10 equals MRR@10 (the DCASE convention).
+    """
+    ranks = np.asarray(ranks, dtype=np.float64)
+    ranks = ranks[~np.isnan(ranks)]
+    if ranks.size == 0:
+        raise ValueError("no ranks to summarise")
+    out = {
+        "R1": 100.0 * float(np.mean(ranks == 0)),
+        "R5": 100.0 * float(np.mean(ranks < 5)),
+        "R10": 100.0 * float(np.mean(ranks < 10)),
+        "R50": 100.0 * float(np.mean(ranks < 50)),
+        "MedR": float(np.median(ranks)) + 1.0,
+        "MeanR": float(np.mean(ranks)) + 1.0,
+    }
+    recalls = np.array([out["R1"], out["R5"], out["R10"]])
+    out["geometric_mean_R1-R5-R10"] = float(np.exp(np.log(recalls).mean())) if np.all(recalls > 0) else 0.0
+    out["mAP10"] = 100.0 * float(np.mean(reciprocal_ranks(ranks, cutoff=10)))
+    return out
+
+
+def reciprocal_ranks(ranks: np.ndarray, cutoff: int | None = None) -> np.ndarray:
+    """Per-query reciprocal rank ``1 / (rank + 1)`` of 0-based ranks; 0 beyond ``cutoff`` if given."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    rr = 1.0 / (ranks + 1.0)
+    if cutoff is not None:
+        rr = np.where(ranks < cutoff, rr, 0.0)
+    return rr
+
+
+def clip_major_gt_cols(n_clips: int, captions_per_clip: int) -> np.ndarray:
+    """Ground-truth columns of a clip-major ``(K·N, N)`` matrix: row ``r`` belongs to clip ``r // K``."""
+    return np.repeat(np.arange(n_clips, dtype=np.int64), captions_per_clip)
+
+
+def t2a_metrics(sims: np.ndarray, gt_cols: np.ndarray) -> dict[str, float]:
+    return metrics_from_ranks(gt_ranks_t2a(sims, gt_cols))
+
+
+def a2t_metrics(sims: np.ndarray, gt_cols: np.ndarray) -> dict[str, float]:
+    return metrics_from_ranks(gt_ranks_a2t(sims, gt_cols))
+
+
+def both_directions(sims: np.ndarray, gt_cols: np.ndarray) -> dict[str, dict[str, float]]:
+    """``{"t2a": M, "a2t": M}`` for one similarity matrix."""
+    return {"t2a": t2a_metrics(sims, gt_cols), "a2t": a2t_metrics(sims, gt_cols)}

@@ -1,0 +1,195 @@
+"""Similarity matrices on disk: ``<name>.npy`` + ``<name>.json`` manifest (docs/FORMATS.md).
+
+The manifest says what the rows and columns are, so no stage ever infers ground truth from a shape:
+
+``{"split", "captions_per_clip", "clip_ids": [column order], "query_ids": [row order],
+   "qrels": {query_id: [clip_id]}, "captions": [row-order texts], "source": {...}}``
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from retrieval.metrics import _row_block
+from utils.errors import UserError
+from utils.io import read_json, save_npy, write_json
+
+
+@dataclass
+class SimsManifest:
+    split: str
+    captions_per_clip: int
+    clip_ids: list[str]
+    query_ids: list[str]
+    qrels: dict[str, list[str]]
+    captions: list[str] = field(default_factory=list)
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def gt_cols(self) -> np.ndarray:
+        """Column of the relevant clip of every query row (exactly one per query)."""
+        col_of = {clip: j for j, clip in enumerate(self.clip_ids)}
+        cols = np.empty(len(self.query_ids), dtype=np.int64)
+        for row, qid in enumerate(self.query_ids):
+            cols[row] = col_of[self.qrels[qid][0]]
+        return cols
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def query_id(clip_id: str, caption_index: int) -> str:
+    return f"{clip_id}#{caption_index}"
+
+
+def build_manifest(
+    split: str,
+    clip_ids: Sequence[str],
+    captions: Sequence[Sequence[str]] | None = None,
+    source: dict[str, Any] | None = None,
+    captions_per_clip: int = 5,
+) -> SimsManifest:
+    """Manifest of a clip-major ``(K·N, N)`` matrix: row ``i·K + k`` is caption ``k`` of clip ``i``."""
+    clip_ids = [str(c) for c in clip_ids]
+    qids = [query_id(c, k) for c in clip_ids for k in range(captions_per_clip)]
+    flat_captions = [str(t) for caps in captions for t in caps[:captions_per_clip]] if captions is not None else []
+    return SimsManifest(
+        split=split,
+        captions_per_clip=captions_per_clip,
+        clip_ids=clip_ids,
+        query_ids=qids,
+        qrels={q: [c] for q, c in zip(qids, np.repeat(clip_ids, captions_per_clip).tolist())},
+        captions=flat_captions,
+        source=dict(source or {}),
+    )
+
+
+def fused_manifest(base: SimsManifest, method: str, extra_source: dict[str, Any] | None = None) -> SimsManifest:
+    """Manifest of an ``(N, N)`` fused matrix: query ``i`` is the information need of clip ``i``."""
+    source = {**base.source, "fused_from": base.split, "method": method, **(extra_source or {})}
+    return SimsManifest(
+        split=base.split,
+        captions_per_clip=1,
+        clip_ids=list(base.clip_ids),
+        query_ids=list(base.clip_ids),
+        qrels={c: [c] for c in base.clip_ids},
+        captions=[],
+        source=source,
+    )
+
+
+def save_sims(directory: str | os.PathLike, name: str, sims: np.ndarray, manifest: SimsManifest) -> Path:
+    """Write ``<directory>/<name>.npy`` (float32) and its manifest; returns the ``.npy`` path."""
+    directory = Path(directory)
+    if sims.shape != (len(manifest.query_ids), len(manifest.clip_ids)):
+        raise ValueError(f"sims shape {sims.shape} does not match manifest "
+                         f"({len(manifest.query_ids)} queries x {len(manifest.clip_ids)} clips)")
+    npy = directory / f"{name}.npy"
+    save_npy(npy, np.ascontiguousarray(sims, dtype=np.float32))
+    write_json(directory / f"{name}.json", manifest.to_json())
+    return npy
+
+
+def resolve_sims_path(path: str | os.PathLike, split: str = "test") -> Path:
+    """A run folder means ``<run>/sims/<split>.npy``; a file path is taken as is."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / "sims" / f"{split}.npy"
+        if not candidate.is_file():
+            raise UserError(f"{path}: run folder has no sims/{split}.npy (was the split dumped? see trainer.dump_splits)")
+        return candidate
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    return path
+
+
+def load_sims(path: str | os.PathLike, split: str = "test", mmap: bool = True) -> tuple[np.ndarray, SimsManifest]:
+    """Load a matrix and its manifest and check that they agree; ``UserError`` names what is wrong."""
+    npy = resolve_sims_path(path, split)
+    manifest_path = npy.with_suffix(".json")
+    if not manifest_path.is_file():
+        raise UserError(f"{manifest_path}: manifest missing beside {npy.name} (use --sims with --captions_per_clip for a bare matrix)")
+    raw = read_json(manifest_path)
+    try:
+        manifest = SimsManifest(**raw)
+    except TypeError as err:
+        raise UserError(f"{manifest_path}: not a sims manifest ({err})") from None
+    sims = _load_npy(npy, mmap)
+    validate(sims, manifest, str(npy))
+    return sims, manifest
+
+
+def read_bare_sims(path: str | os.PathLike, captions_per_clip: int = 5) -> tuple[np.ndarray, SimsManifest]:
+    """A matrix without a manifest: ``.npy``, or the fork's CSV (header row of column indices, K·N x N).
+
+    Rows are taken as clip-major (row ``r`` = caption ``r mod K`` of clip ``r div K``) and clips are
+    named by their column index.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    if captions_per_clip < 1:
+        raise UserError(f"--captions_per_clip must be >= 1, got {captions_per_clip}")
+    if path.suffix == ".npy":
+        sims = _load_npy(path, mmap=True)
+    elif path.suffix == ".csv":
+        sims = _read_fork_csv(path)
+    else:
+        raise UserError(f"{path}: unsupported matrix format {path.suffix!r} (expected .npy or .csv)")
+    if sims.ndim != 2:
+        raise UserError(f"{path}: expected a 2-D matrix, got shape {sims.shape}")
+    n_rows, n_cols = sims.shape
+    if n_rows != captions_per_clip * n_cols:
+        raise UserError(f"{path}: {n_rows} rows is not captions_per_clip ({captions_per_clip}) x {n_cols} columns")
+    manifest = build_manifest("unknown", [str(j) for j in range(n_cols)], None,
+                              {"file": str(path)}, captions_per_clip)
+    validate(sims, manifest, str(path))
+    return sims, manifest
+
+
+def validate(sims: np.ndarray, manifest: SimsManifest, where: str) -> None:
+    if sims.ndim != 2 or sims.shape != (len(manifest.query_ids), len(manifest.clip_ids)):
+        raise UserError(f"{where}: shape {sims.shape} disagrees with its manifest "
+                        f"({len(manifest.query_ids)} queries x {len(manifest.clip_ids)} clips)")
+    if len(set(manifest.clip_ids)) != len(manifest.clip_ids):
+        raise UserError(f"{where}: manifest lists duplicate clip ids")
+    known = set(manifest.clip_ids)
+    for qid in manifest.query_ids:
+        rel = manifest.qrels.get(qid)
+        if not rel:
+            raise UserError(f"{where}: query {qid!r} has no relevant clip in the manifest's qrels")
+        if len(rel) != 1:
+            raise UserError(f"{where}: query {qid!r} has {len(rel)} relevant clips; one per query is supported")
+        if rel[0] not in known:
+            raise UserError(f"{where}: query {qid!r} is relevant to clip {rel[0]!r}, which is not a column")
+    step = _row_block(sims.shape[1], per_cell=sims.itemsize)
+    for start in range(0, sims.shape[0], step):
+        block = np.asarray(sims[start:start + step])
+        bad = ~np.isfinite(block)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise UserError(f"{where}: non-finite similarity {block[r, c]} at row {start + r} "
+                            f"(query {manifest.query_ids[start + r]!r}), column {c} (clip {manifest.clip_ids[c]!r})")
+
+
+def _load_npy(path: Path, mmap: bool) -> np.ndarray:
+    try:
+        sims = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise UserError(f"{path}: not a readable .npy matrix ({err})") from None
+    if not np.issubdtype(sims.dtype, np.floating):
+        raise UserError(f"{path}: expected a float matrix, got dtype {sims.dtype}")
+    return sims
+
+
+def _read_fork_csv(path: Path) -> np.ndarray:
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, dtype=np.float32, engine="c")
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise UserError(f"{path}: not a numeric matrix CSV ({str(err).splitlines()[0]})") from None
+    return frame.to_numpy(dtype=np.float32)

@@ -1,0 +1,1 @@
+"""Stdlib + numpy helpers shared by every stage (no torch at import time)."""
