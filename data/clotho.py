@@ -1,0 +1,355 @@
+"""Loader for the CLOTHO feature archive in its ORIGINAL layout (SPEC.md §1.1-1.3; docs/DATA.md).
+
+``root_feat = data_dir/root_feat_folder`` holds::
+
+    aggregated_audio/vggish-raw.hickle          clip_id -> float (T, 128)    expert "audio"
+    aggregated_vggsound/vggsound-raw.hickle     clip_id -> float (T, 512)    expert "vggsound"
+    structured-symlinks/raw-captions.pkl        clip_id -> 5 captions, each a list of str tokens
+    text_embeddings/<text_feat>.pkl             clip_id -> 5 float arrays (n_tokens, 300 w2v | 384 minilm)
+    train_list.txt  val_list.txt  test_list.txt one clip_id per line
+
+A clip without an expert is stored as a scalar float NaN (the original convention): its row is NaN and ``ind`` is
+False. A clip absent from an expert file is an error (it is almost always an id mismatch) unless
+``data_loader.args.allow_missing_experts`` is true, in which case it is treated like the NaN convention.
+Expert frames are truncated to ``max_tokens[expert]`` keeping the first frames and zero padded; caption tokens to
+``max_tokens["text"]``. Pickles are read with latin1 encoding, as the original did.
+"""
+from __future__ import annotations
+
+import pickle
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from utils.errors import UserError
+
+SPLITS = ("train", "val", "test")
+CAPTIONS_PER_CLIP = 5
+EXPERT_PATHS = {
+    "audio": "aggregated_audio/vggish-raw.hickle",
+    "vggsound": "aggregated_vggsound/vggsound-raw.hickle",
+}
+EXPERT_DIMS = {"audio": 128, "vggsound": 512}
+TEXT_DIMS = {"w2v": 300, "minilm": 384}
+RAW_CAPTIONS_PATH = "structured-symlinks/raw-captions.pkl"
+
+
+@dataclass
+class SplitData:
+    split: str                       # "train" | "val" | "test"
+    clip_ids: list[str]              # split-list order
+    captions: list[list[str]]        # (N, 5) caption strings (tokens joined by spaces)
+    experts: dict[str, np.ndarray]   # expert -> float32 (N, max_tokens[expert], D); rows of missing clips are NaN
+    ind: dict[str, np.ndarray]       # expert -> bool (N,), False where the clip lacks that expert
+    text: np.ndarray                 # float32 (N, 5, max_tokens["text"], D_text), zero padded
+    text_lens: np.ndarray            # int64 (N, 5), kept token counts (>= 1)
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def root_feat_dir(config: dict) -> Path:
+    args = config["data_loader"]["args"]
+    return Path(args["data_dir"]) / args["root_feat_folder"]
+
+
+def ensure_data(config: dict) -> Path:
+    """Return root_feat; generate the synthetic set there first when enabled in the config and missing."""
+    args = config["data_loader"]["args"]
+    root = root_feat_dir(config)
+    syn = args.get("synthetic", {})
+    if syn.get("enabled") and not root.exists():
+        from data.synthetic import generate
+
+        print(f"{root}: not found; generating the synthetic '{syn.get('size', 'clotho')}' set "
+              f"(seed {syn.get('seed', 0)}) there first", flush=True)
+        generate(root.parent, size=syn.get("size", "clotho"), seed=int(syn.get("seed", 0)),
+                 root_feat_folder=root.name)
+    if not root.is_dir():
+        hint = (" (set data_loader.args.synthetic.enabled=true to generate a synthetic set, or see docs/DATA.md "
+                "for the real archive)")
+        raise UserError(f"{root}: feature folder not found{hint}")
+    return root
+
+
+def load_clotho(config: dict, splits: Sequence[str]) -> dict[str, SplitData]:
+    """Load the requested splits (any of train/val/test) of the archive named by ``config``; validate everything."""
+    splits = list(dict.fromkeys(splits))
+    for split in splits:
+        if split not in SPLITS:
+            raise UserError(f"load_clotho: unknown split '{split}' (choose from {', '.join(SPLITS)})")
+    args = config["data_loader"]["args"]
+    experts = sorted(config["experts"]["modalities"])
+    text_feat = config["experts"]["text_feat"]
+    max_tokens = args["max_tokens"]
+    allow_missing = bool(args.get("allow_missing_experts", False))
+    for expert in experts:
+        if expert not in EXPERT_PATHS:
+            raise UserError(f"config: experts.modalities: unknown expert '{expert}' "
+                            f"(known: {', '.join(sorted(EXPERT_PATHS))})")
+        if expert not in max_tokens:
+            raise UserError(f"config: data_loader.args.max_tokens.{expert}: missing")
+    if text_feat not in TEXT_DIMS:
+        raise UserError(f"config: experts.text_feat: unknown text feature '{text_feat}' "
+                        f"(known: {', '.join(sorted(TEXT_DIMS))})")
+    root = ensure_data(config)
+
+    # split lists: read, check duplicates and overlaps
+    lists: dict[str, list[str]] = {s: read_split_list(root / f"{s}_list.txt") for s in splits}
+    seen: dict[str, str] = {}
+    for split, ids in lists.items():
+        for cid in ids:
+            if cid in seen:
+                raise UserError(f"{root / f'{split}_list.txt'}: clip '{cid}' is also in {seen[cid]}_list.txt "
+                                "(splits must not overlap)")
+            seen[cid] = split
+    wanted = [cid for ids in lists.values() for cid in ids]
+
+    out = {s: _empty_split(s, lists[s], experts, max_tokens, TEXT_DIMS[text_feat]) for s in splits}
+
+    # captions
+    cap_path = root / RAW_CAPTIONS_PATH
+    raw_caps = read_pickle(cap_path)
+    _check_ids(raw_caps, lists, cap_path)
+    for split, data in out.items():
+        for i, cid in enumerate(data.clip_ids):
+            data.captions.append(_caption_strings(raw_caps[cid], cap_path, cid))
+    del raw_caps
+
+    # text features
+    text_path = root / "text_embeddings" / f"{text_feat}.pkl"
+    text = read_pickle(text_path)
+    _check_ids(text, lists, text_path)
+    d_text, max_text = TEXT_DIMS[text_feat], int(max_tokens["text"])
+    for split, data in out.items():
+        for i, cid in enumerate(data.clip_ids):
+            caps = text[cid]
+            if not isinstance(caps, (list, tuple)) or len(caps) != CAPTIONS_PER_CLIP:
+                n = len(caps) if isinstance(caps, (list, tuple)) else type(caps).__name__
+                raise UserError(f"{text_path}: clip '{cid}' has {n} caption arrays, expected {CAPTIONS_PER_CLIP}")
+            for k, arr in enumerate(caps):
+                arr = np.asarray(arr)
+                if arr.ndim != 2 or arr.shape[1] != d_text:
+                    raise UserError(f"{text_path}: clip '{cid}' caption {k}: shape {arr.shape}, "
+                                    f"expected (n_tokens, {d_text}) for text_feat '{text_feat}'")
+                if arr.shape[0] == 0:
+                    raise UserError(f"{text_path}: clip '{cid}' caption {k}: empty token array (need >= 1 token)")
+                n = min(arr.shape[0], max_text)
+                data.text[i, k, :n] = arr[:n]
+                data.text_lens[i, k] = n
+    del text
+
+    # experts
+    for expert in experts:
+        path = root / EXPERT_PATHS[expert]
+        values = read_hickle_subset(path, wanted)
+        absent = {s: [cid for cid in ids if cid not in values] for s, ids in lists.items()}
+        if not allow_missing:
+            for split, miss in absent.items():
+                if miss:
+                    raise UserError(
+                        f"{path}: {len(miss)} clips of {split}_list.txt missing (first: {_first(miss)}); a clip "
+                        "without this expert must be stored as a NaN scalar, or set "
+                        "data_loader.args.allow_missing_experts=true")
+        dim, max_t = EXPERT_DIMS[expert], int(max_tokens[expert])
+        for split, data in out.items():
+            buf, ind = data.experts[expert], data.ind[expert]
+            for i, cid in enumerate(data.clip_ids):
+                value = values.get(cid)
+                if value is None or _is_nan_scalar(value):
+                    buf[i] = np.nan
+                    ind[i] = False
+                    continue
+                arr = np.asarray(value) if not isinstance(value, np.ndarray) else value
+                if arr.ndim != 2 or arr.shape[1] != dim:
+                    raise UserError(f"{path}: clip '{cid}': shape {arr.shape}, expected (T, {dim}) for expert "
+                                    f"'{expert}'")
+                if arr.shape[0] == 0:
+                    raise UserError(f"{path}: clip '{cid}': no frames (T = 0); store NaN for a missing clip")
+                n = min(arr.shape[0], max_t)
+                buf[i, :n] = arr[:n]
+                ind[i] = True
+        del values
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# readers
+# ----------------------------------------------------------------------------------------------------------------
+def read_split_list(path: Path) -> list[str]:
+    if not path.is_file():
+        raise UserError(f"{path}: split list not found")
+    ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    ids = [cid for cid in ids if cid]
+    if not ids:
+        raise UserError(f"{path}: empty split list")
+    dup = _duplicates(ids)
+    if dup:
+        raise UserError(f"{path}: {len(dup)} duplicated clip ids (first: {_first(dup)})")
+    return ids
+
+
+def read_pickle(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        with open(path, "rb") as fh:
+            data = pickle.load(fh, encoding="latin1")
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad input file
+        raise UserError(f"{path}: cannot be read as a pickle ({type(err).__name__}: {err})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a pickled dict clip_id -> value, got {type(data).__name__}")
+    return data
+
+
+def read_hickle_subset(path: Path, ids: Iterable[str]) -> dict[str, Any]:
+    """Values of ``ids`` in a hickle dict file (absent ids are left out).
+
+    Fast path for hickle 5 files: read only the wanted datasets with h5py (low memory, no Python objects for the
+    other splits). Anything unexpected (hickle 4 files, other key encodings) falls back to ``hickle.load``.
+    """
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    ids = list(ids)
+    try:
+        fast = _read_hickle5_subset(path, ids)
+    except UserError:
+        raise
+    except Exception:  # noqa: BLE001 - any surprise in the fast path: use the reference reader
+        fast = None
+    if fast is not None and len(fast) == len(ids):
+        return fast
+    import hickle
+
+    try:
+        data = hickle.load(str(path))
+    except Exception as err:  # noqa: BLE001
+        raise UserError(f"{path}: cannot be read with hickle ({type(err).__name__}: {err})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a hickled dict clip_id -> array, got {type(data).__name__}")
+    return {cid: data[cid] for cid in ids if cid in data}
+
+
+def _read_hickle5_subset(path: Path, ids: list[str]) -> dict[str, Any] | None:
+    import h5py
+
+    try:
+        fh = h5py.File(path, "r")
+    except OSError:
+        raise UserError(f"{path}: not an HDF5/hickle file") from None
+    with fh:
+        if not str(fh.attrs.get("HICKLE_VERSION", "")).startswith("5.") or "data" not in fh:
+            return None
+        group = fh["data"]
+        if not isinstance(group, h5py.Group):
+            return None
+        out: dict[str, Any] = {}
+        for cid in ids:
+            name = f'"{cid}"'
+            if name not in group:
+                continue
+            node = group[name]
+            if not isinstance(node, h5py.Dataset):
+                return None
+            if node.shape == ():
+                value = node[()]
+                out[cid] = float(value) if np.isscalar(value) else value
+            else:
+                out[cid] = node[()]
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------------------
+def _empty_split(split: str, ids: list[str], experts: list[str], max_tokens: dict, d_text: int) -> SplitData:
+    n = len(ids)
+    return SplitData(
+        split=split,
+        clip_ids=list(ids),
+        captions=[],
+        experts={e: np.zeros((n, int(max_tokens[e]), EXPERT_DIMS[e]), dtype=np.float32) for e in experts},
+        ind={e: np.zeros(n, dtype=bool) for e in experts},
+        text=np.zeros((n, CAPTIONS_PER_CLIP, int(max_tokens["text"]), d_text), dtype=np.float32),
+        text_lens=np.zeros((n, CAPTIONS_PER_CLIP), dtype=np.int64),
+    )
+
+
+def _check_ids(data: dict, lists: dict[str, list[str]], path: Path) -> None:
+    for split, ids in lists.items():
+        miss = [cid for cid in ids if cid not in data]
+        if miss:
+            raise UserError(f"{path}: {len(miss)} clips of {split}_list.txt missing (first: {_first(miss)})")
+
+
+def _caption_strings(caps: Any, path: Path, cid: str) -> list[str]:
+    if not isinstance(caps, (list, tuple)) or len(caps) != CAPTIONS_PER_CLIP:
+        n = len(caps) if isinstance(caps, (list, tuple)) else type(caps).__name__
+        raise UserError(f"{path}: clip '{cid}' has {n} captions, expected {CAPTIONS_PER_CLIP}")
+    out = []
+    for k, cap in enumerate(caps):
+        if isinstance(cap, str):
+            text = cap.strip()
+        elif isinstance(cap, (list, tuple)) and all(isinstance(t, str) for t in cap):
+            text = " ".join(cap)
+        else:
+            raise UserError(f"{path}: clip '{cid}' caption {k}: expected a list of str tokens")
+        if not text:
+            raise UserError(f"{path}: clip '{cid}' caption {k}: empty caption")
+        out.append(text)
+    return out
+
+
+def _is_nan_scalar(value: Any) -> bool:
+    if isinstance(value, (float, np.floating)):
+        return bool(np.isnan(value))
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return bool(np.isnan(value))
+    return False
+
+
+def _duplicates(ids: list[str]) -> list[str]:
+    seen, dup = set(), []
+    for cid in ids:
+        if cid in seen:
+            dup.append(cid)
+        seen.add(cid)
+    return dup
+
+
+def _first(ids: list[str], n: int = 3) -> str:
+    shown = ", ".join(repr(c) for c in ids[:n])
+    return shown + (", ..." if len(ids) > n else "")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m data.clotho CFG [--splits train,val,test]``: load and print counts, shapes and the load time."""
+    import argparse
+
+    from utils.config import load_config
+
+    parser = argparse.ArgumentParser(prog="python -m data.clotho",
+                                     description="Load (and validate) the data set named by a config; print a summary.")
+    parser.add_argument("config")
+    parser.add_argument("--splits", default="train,val,test")
+    parser.add_argument("--custom_args", default=None)
+    args = parser.parse_args(argv)
+    config = load_config(args.config, args.custom_args)
+    t0 = time.time()
+    data = load_clotho(config, [s for s in args.splits.split(",") if s])
+    for split, d in data.items():
+        shapes = ", ".join(f"{e} {tuple(a.shape)} ({int(d.ind[e].sum())} present)" for e, a in d.experts.items())
+        print(f"{split}: {len(d)} clips x {d.text.shape[1]} captions; text {tuple(d.text.shape)}; {shapes}")
+    print(f"loaded in {time.time() - t0:.1f}s")
+
+
+if __name__ == "__main__":
+    import sys
+
+    from utils.errors import run_cli
+
+    sys.exit(run_cli(main))
