@@ -1,0 +1,159 @@
+"""Fusion of the K caption queries of each clip into one query per clip (SPEC §5.2, docs/FUSION.md).
+
+Input: a ``(Q, N)`` similarity matrix with ``Q = K·N`` caption queries. Output: ``(N, N)``, row ``i`` = the
+fused query of clip ``i`` (the clip order of ``rows``, i.e. the columns' order). Each method is one
+vectorised kernel over a chunk of clips ``x`` of shape ``(C, K, N)``; :func:`_fuse` walks the clips in
+chunks of bounded memory (memmapped inputs work), so there is no Python loop over queries.
+
+Notation for one clip, its caption rows ``k = 1..K`` and a candidate clip ``d``: ``s_k(d)`` the (optionally
+normalised) score, ``r_k(d)`` the 1-based rank of ``d`` in row ``k`` (one stable sort, ties: lower column
+index wins), ``N`` the number of candidates.
+"""
+from __future__ import annotations
+
+import numpy as np
+from tqdm import tqdm
+
+from fusion.normalize import NumpyOps, get_normalizer, get_ops, norm_min_max
+
+_BLOCK_BYTES = 64 * 2**20  # bytes of input one chunk may hold; temporaries are a small multiple of it
+
+
+def group_rows(gt_cols: np.ndarray, n_clips: int, captions_per_clip: int) -> np.ndarray | None:
+    """``(n_clips, K)`` query rows of each clip (in row order), or ``None`` when rows are already clip-major.
+
+    ``gt_cols[q]`` is the column of query ``q``'s relevant clip (``SimsManifest.gt_cols()``). Raises
+    ``ValueError`` naming the first column that does not have exactly ``K`` queries.
+    """
+    gt_cols = np.asarray(gt_cols, dtype=np.int64)
+    counts = np.bincount(gt_cols, minlength=n_clips)
+    bad = np.flatnonzero(counts != captions_per_clip)
+    if bad.size:
+        raise ValueError(f"column {bad[0]} has {counts[bad[0]]} queries, expected {captions_per_clip}")
+    rows = np.argsort(gt_cols, kind="stable").reshape(n_clips, captions_per_clip)
+    return None if np.array_equal(rows.ravel(), np.arange(rows.size)) else rows
+
+
+def _fuse(sims, captions_per_clip: int, kernel, *, rows=None, weights=None, device="cpu",
+          dtype=np.float32, compute_dtype=None, chunk_clips=None, progress=False, desc="fuse"):
+    """Apply ``kernel(ops, x (C, K, N), w (C, K) | None) -> (C, N)`` to every chunk of clips.
+
+    ``x`` keeps the input dtype unless ``compute_dtype`` is given; rank kernels work in float64 (``ops.ranks``).
+    """
+    k = captions_per_clip
+    n_rows, n = sims.shape
+    if rows is None:
+        if n_rows % k:
+            raise ValueError(f"{n_rows} rows is not a multiple of captions_per_clip={k}")
+        n_clips = n_rows // k
+    else:
+        n_clips = rows.shape[0]
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float32 if compute_dtype is None else compute_dtype)
+        weights = weights.reshape(n_clips, k) if rows is None else weights[rows]
+    ops = get_ops(device)
+    chunk = chunk_clips or max(1, _BLOCK_BYTES // (k * n * 4))
+    out = np.empty((n_clips, n), dtype=dtype)
+    with tqdm(total=n_clips, desc=desc, unit="clip", disable=not progress or n_clips <= chunk, leave=False) as bar:
+        for start in range(0, n_clips, chunk):
+            stop = min(start + chunk, n_clips)
+            block = sims[start * k:stop * k] if rows is None else sims[rows[start:stop].ravel()]
+            x = ops.asarray(block, compute_dtype).reshape(stop - start, k, n)
+            w = None if weights is None else ops.asarray(weights[start:stop])
+            out[start:stop] = ops.to_numpy(kernel(ops, x, w))
+            bar.update(stop - start)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# score-based methods: --norm applies to every caption row first (default none, like the fork)
+# --------------------------------------------------------------------------------------------------------
+def combsum(sims, captions_per_clip, *, norm="none", **opts):
+    """CombSum (Fox & Shaw 1994): ``S(d) = sum_k s_k(d)``. The fork's method (sum == mean for ranking)."""
+    f = get_normalizer(norm)
+    return _fuse(sims, captions_per_clip, lambda ops, x, w: ops.reduce(f(ops, x), "sum", 1), **opts)
+
+
+def combmax(sims, captions_per_clip, *, norm="none", **opts):
+    """CombMAX: ``S(d) = max_k s_k(d)``."""
+    f = get_normalizer(norm)
+    return _fuse(sims, captions_per_clip, lambda ops, x, w: ops.reduce(f(ops, x), "max", 1), **opts)
+
+
+def combmin(sims, captions_per_clip, *, norm="none", **opts):
+    """CombMIN: ``S(d) = min_k s_k(d)``."""
+    f = get_normalizer(norm)
+    return _fuse(sims, captions_per_clip, lambda ops, x, w: ops.reduce(f(ops, x), "min", 1), **opts)
+
+
+def combmed(sims, captions_per_clip, *, norm="none", **opts):
+    """CombMED: ``S(d) = median_k s_k(d)`` (mean of the two middle values when K is even)."""
+    f = get_normalizer(norm)
+    return _fuse(sims, captions_per_clip, lambda ops, x, w: ops.reduce(f(ops, x), "median", 1), **opts)
+
+
+def combmnz(sims, captions_per_clip, *, norm="none", depth=100, **opts):
+    """CombMNZ over the top-``depth`` lists: ``S(d) = n(d) * sum_{k: d in top_depth(k)} m_k(d)``.
+
+    ``n(d)`` = number of caption rows that retrieve ``d`` in their top ``depth`` (ties at the cut-off: lower
+    column index first), ``m_k`` = min-max of the ``--norm``-normalised row, so every score is in [0, 1]
+    (MNZ's multiplication needs non-negative scores; min-max is a no-op after min-max or rank). A clip no
+    row retrieves scores 0. With ``depth >= N`` every row retrieves everything and MNZ == K x CombSum(min-max).
+    """
+    f = get_normalizer(norm)
+
+    def kernel(ops: NumpyOps, x, w):
+        retrieved = ops.top_k_mask(x, depth)
+        scores = norm_min_max(ops, f(ops, x)) * retrieved
+        return ops.reduce(scores, "sum", 1) * ops.reduce(retrieved * 1, "sum", 1)
+
+    return _fuse(sims, captions_per_clip, kernel, **opts)
+
+
+def weighted_combsum(sims, captions_per_clip, weights, *, norm="none", **opts):
+    """Weighted CombSum: ``S(d) = sum_k w_k s_k(d)``; ``weights`` has one value per query row (row order).
+
+    Weights express predicted query QUALITY (higher = better). For the fork's inverted weights see
+    :func:`fork_rank_weights`.
+    """
+    f = get_normalizer(norm)
+    return _fuse(sims, captions_per_clip, lambda ops, x, w: ops.reduce(f(ops, x) * w[:, :, None], "sum", 1),
+                 weights=weights, **opts)
+
+
+# --------------------------------------------------------------------------------------------------------
+# rank-based methods: ranks come from the raw scores (any --norm is monotone, so it would not change them)
+# --------------------------------------------------------------------------------------------------------
+def rrf(sims, captions_per_clip, *, k=60, **opts):
+    """Reciprocal Rank Fusion (Cormack et al. 2009): ``S(d) = sum_k 1 / (k + r_k(d))``, k = 60 as in the fork."""
+    return _fuse(sims, captions_per_clip, lambda ops, x, w: ops.reduce(1.0 / (k + ops.ranks(x)), "sum", 1),
+                 **opts)
+
+
+def borda(sims, captions_per_clip, **opts):
+    """Borda count (Aslam & Montague 2001): ``S(d) = sum_k (N - r_k(d) + 1)``: N points for a first place, 1 for last."""
+    def kernel(ops: NumpyOps, x, w):
+        return ops.reduce(x.shape[-1] + 1 - ops.ranks(x), "sum", 1)
+
+    return _fuse(sims, captions_per_clip, kernel, **opts)
+
+
+def isr(sims, captions_per_clip, **opts):
+    """Inverse Square Rank (Mourão et al. 2014): ``S(d) = sum_k 1 / r_k(d)^2``."""
+    return _fuse(sims, captions_per_clip, lambda ops, x, w: ops.reduce(1.0 / ops.ranks(x) ** 2, "sum", 1),
+                 **opts)
+
+
+def fork_rank_weights(predicted_ranks: np.ndarray, captions_per_clip: int) -> np.ndarray:
+    """The fork's weights (SPEC §5.4, its bug kept on purpose): ``w = r / (1 + 2 + ... + K)`` = ``r / 15`` for K=5.
+
+    ``r`` in 1..K is the predicted within-clip rank, 1 = predicted BEST caption, so the predicted-best caption
+    gets the SMALLEST weight (1/15) and the predicted-worst the largest (5/15). Raises ``ValueError`` on ranks
+    outside 1..K or not integer.
+    """
+    r = np.asarray(predicted_ranks, dtype=np.float64)
+    k = captions_per_clip
+    bad = np.flatnonzero((r != np.round(r)) | (r < 1) | (r > k))
+    if bad.size:
+        raise ValueError(f"row {bad[0]} holds {r[bad[0]]!r}, not a within-clip rank in 1..{k}")
+    return r / (k * (k + 1) / 2)

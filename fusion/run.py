@@ -1,0 +1,275 @@
+"""The fusion stage: load a run's sims, fuse the caption queries of each clip, evaluate honestly, write artefacts.
+
+``fusion.py`` (thin) calls :func:`main_from_args`. Library entry point: :func:`run_fusion`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from fusion import report
+from fusion.methods import fork_rank_weights, group_rows
+from fusion.registry import FUSERS, SCORE_BASED, fuse, get_fuser, get_normalizer
+from retrieval.metrics import gt_ranks_a2t, gt_ranks_t2a, metrics_from_ranks, reciprocal_ranks
+from retrieval.significance import paired_randomization_test
+from retrieval.sims_io import SimsManifest, fused_manifest, load_sims, read_bare_sims, save_sims
+from retrieval.trec import write_trec_qrels, write_trec_run
+from utils.errors import UserError
+from utils.io import read_json, write_json
+
+PROTOCOL_NOTE = (
+    "Fused queries use all K captions of the target clip, so the fused rows (N queries) are not comparable "
+    "one-to-one with the single-caption baselines (K*N queries, or N with caption 0); oracle_best_caption "
+    "(min rank over a clip's captions) is an upper bound for any caption selection."
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (via run_cli), instead of usage + message
+        raise UserError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="fusion.py", description=(
+        "Fuse the K caption queries of each clip of a (K*N, N) similarity matrix into one query per clip, with "
+        "several fusion methods, and evaluate them on the same matrix next to the unfused baselines. Writes "
+        "<out>/results.json, results.md, methods.png, <method>.npy/.json/.trec and qrels.trec. "
+        "Exactly one input: --config (newest complete run), --run, or --sims."))
+    src = p.add_argument_group("input (exactly one)")
+    src.add_argument("--config", help="training config; fuses the newest complete run of its experiment "
+                     "(<trainer.save_dir>/<experiment>/<run-id>/)")
+    src.add_argument("--eval_from_training_config", action="store_true",
+                     help="read the run from --config (the fork's README command; implied by --config)")
+    src.add_argument("--run", help="a run folder data/saved/<experiment>/<run-id>/; reads sims/<split>.npy")
+    src.add_argument("--sims", help="a matrix file: .npy with a .json manifest beside it, a bare .npy, or the "
+                     "fork's CSV (header row of column indices, K*N rows x N columns, rows clip-major)")
+    src.add_argument("--captions_per_clip", type=int, default=None,
+                     help="K for a bare --sims matrix (default 5); must match the manifest if there is one")
+    p.add_argument("--split", default="test", help="split of a run to fuse (default test)")
+    p.add_argument("--out", help="output folder (default <run>/fusion for a run, <run>/fusion-<split> for "
+                   "another split, <file stem>-fusion/ beside a --sims file)")
+    p.add_argument("--methods", default="all",
+                   help=f"comma-separated methods or 'all' (default); valid: {', '.join(FUSERS)}. With 'all', "
+                   "weighted_combsum runs only when weights are available")
+    p.add_argument("--norm", default="none", help="per-query score normalisation before the score-based methods "
+                   f"({', '.join(SCORE_BASED)}): none (default, like the fork), min-max, z-score, rank")
+    p.add_argument("--depth", type=int, default=100,
+                   help="CombMNZ: a clip counts as retrieved by a caption row if in its top DEPTH (default 100)")
+    p.add_argument("--rrf_k", type=int, default=60, help="RRF constant k in 1/(k + rank) (default 60, the fork's)")
+    p.add_argument("--weights", default="auto", help="per-query weights for weighted_combsum: a .npy of shape "
+                   "(K*N,) in row order (higher = better predicted query), or 'auto' (default): <run>/qpp/"
+                   "weights.npy if it exists, or 'none'")
+    p.add_argument("--legacy-weights", dest="legacy_weights", action="store_true",
+                   help="reproduce the fork's inverted weighting: the weights file holds predicted within-clip "
+                   "ranks r in 1..K (1 = predicted best) and w = r / (K(K+1)/2), so the predicted-best caption "
+                   "gets the SMALLEST weight (SPEC 5.4)")
+    p.add_argument("--trec-depth", dest="trec_depth", type=int, default=100,
+                   help="documents per query in the .trec runs (default 100)")
+    p.add_argument("--resamples", type=int, default=10_000,
+                   help="resamples of the paired randomisation tests and bootstrap CIs (default 10000)")
+    p.add_argument("--device", default="cpu", help="cpu (numpy, default) or a GPU index N / cuda:N (torch)")
+    p.add_argument("--no-plot", dest="plot", action="store_false", help="skip methods.png")
+    p.add_argument("--quiet", action="store_true", help="no progress bars and no table on stdout")
+    return p
+
+
+def main_from_args(args: argparse.Namespace) -> dict:
+    sims, manifest, run_dir, in_path = _resolve_input(args)
+    methods = _parse_methods(args.methods)
+    get_normalizer(args.norm)
+    for flag, value, low in (("--depth", args.depth, 1), ("--rrf_k", args.rrf_k, 0),
+                             ("--trec-depth", args.trec_depth, 1), ("--resamples", args.resamples, 1)):
+        if value < low:
+            raise UserError(f"{flag} must be >= {low}, got {value}")
+    weights = _load_weights(args.weights, run_dir, manifest, args.legacy_weights)
+    if weights is None:
+        if "weighted_combsum" in methods and args.methods != "all":
+            raise UserError("--methods weighted_combsum needs --weights FILE (or a run with qpp/weights.npy)")
+        methods = [m for m in methods if m != "weighted_combsum"]
+    out = Path(args.out) if args.out else _default_out(run_dir, in_path, args.split)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    from fusion.normalize import get_ops
+    get_ops(args.device)  # fail on a bad --device before anything is written
+    params = {"norm": args.norm, "depth": args.depth, "k": args.rrf_k, "weights": weights}
+    results = run_fusion(sims, manifest, out, methods, params, device=args.device, trec_depth=args.trec_depth,
+                         resamples=args.resamples, plot=args.plot, progress=not args.quiet,
+                         extra={"input": str(in_path), "legacy_weights": args.legacy_weights})
+    if not args.quiet:
+        print(report.format_table(results))
+        print(f"wrote {out}/results.json, results.md, {', '.join(m + '.{npy,json,trec}' for m in methods)}")
+    return results
+
+
+def run_fusion(sims: np.ndarray, manifest: SimsManifest, out_dir: str | os.PathLike, methods: Sequence[str],
+               params: dict, *, device: str = "cpu", trec_depth: int = 100, resamples: int = 10_000,
+               plot: bool = True, progress: bool = False, extra: dict | None = None) -> dict:
+    """Fuse with every method, evaluate on the same matrix, write the artefacts; returns results.json's dict."""
+    out_dir = Path(out_dir)
+    k = manifest.captions_per_clip
+    n = len(manifest.clip_ids)
+    rows = clip_rows(manifest)
+    all_rows = np.arange(k * n).reshape(n, k) if rows is None else rows
+    gt = manifest.gt_cols()
+
+    caption_ranks = gt_ranks_t2a(sims, gt)
+    by_clip = caption_ranks[all_rows]  # (N, K): rank of each caption of each clip
+    systems = {"baseline_per_caption": caption_ranks, "baseline_caption0": by_clip[:, 0],
+               "oracle_best_caption": by_clip.min(axis=1)}
+    results = {"queries": n, "captions_per_clip": k, "candidates": n,
+               **{name: metrics_from_ranks(r) for name, r in systems.items()},
+               "baseline_per_caption_a2t": metrics_from_ranks(gt_ranks_a2t(sims, gt)),
+               "methods": {}, "methods_a2t": {}}
+    diag = np.arange(n)
+    fused_rr = {}
+    for name in tqdm(methods, desc="methods", disable=not progress):
+        fused = fuse(name, sims, k, params=params, rows=rows, device=device, progress=progress, desc=name)
+        ranks = gt_ranks_t2a(fused, diag)
+        systems[name] = ranks
+        fused_rr[name] = reciprocal_ranks(ranks)
+        results["methods"][name] = metrics_from_ranks(ranks)
+        results["methods_a2t"][name] = metrics_from_ranks(gt_ranks_a2t(fused, diag))
+        used = {key: v for key, v in params.items() if key != "weights" and key in _own_params(name)}
+        save_sims(out_dir, name, fused, fused_manifest(manifest, name, {"params": used, **(extra or {})}))
+        write_trec_run(out_dir / f"{name}.trec", fused, manifest.clip_ids, manifest.clip_ids, name, trec_depth)
+    write_trec_qrels(out_dir / "qrels.trec", {c: [c] for c in manifest.clip_ids})
+
+    per_clip_baseline = reciprocal_ranks(by_clip).mean(axis=1)
+    sig = {"test": f"paired randomisation, two-sided, {resamples} resamples, on per-clip reciprocal rank "
+                   "1/(rank+1); baseline per clip = mean RR of its K caption queries",
+           "vs_combsum": {}, "vs_baseline_per_clip": {}}
+    for name, rr in fused_rr.items():
+        sig["vs_baseline_per_clip"][name] = paired_randomization_test(rr, per_clip_baseline, resamples)
+        if "combsum" in fused_rr and name != "combsum":
+            sig["vs_combsum"][name] = paired_randomization_test(rr, fused_rr["combsum"], resamples)
+    results["significance"] = sig
+    results["params"] = {key: v for key, v in params.items() if key != "weights"}
+    results["protocol"] = PROTOCOL_NOTE
+    results.update(extra or {})
+    if plot:
+        from fusion.plot import plot_methods
+        plot_methods(out_dir / "methods.png", systems, resamples=min(resamples, 2000))
+    report.write_markdown(out_dir / "results.md", results)
+    write_json(out_dir / "results.json", results)  # last: its presence means the folder is complete
+    return results
+
+
+def clip_rows(manifest: SimsManifest) -> np.ndarray | None:
+    """``(N, K)`` query rows of each clip from the manifest's qrels (``None`` = clip-major, the fast path)."""
+    try:
+        return group_rows(manifest.gt_cols(), len(manifest.clip_ids), manifest.captions_per_clip)
+    except ValueError:
+        counts = np.bincount(manifest.gt_cols(), minlength=len(manifest.clip_ids))
+        j = int(np.flatnonzero(counts != manifest.captions_per_clip)[0])
+        raise UserError(f"clip {manifest.clip_ids[j]!r} has {counts[j]} caption queries in the manifest's qrels, "
+                        f"expected captions_per_clip={manifest.captions_per_clip}") from None
+
+
+def _own_params(name: str) -> set[str]:
+    import inspect
+    return set(inspect.signature(get_fuser(name)).parameters)
+
+
+def _parse_methods(spec: str) -> list[str]:
+    if spec == "all":
+        return list(FUSERS)
+    names = [m.strip() for m in spec.split(",") if m.strip()]
+    if not names:
+        raise UserError("--methods is empty")
+    for name in names:
+        get_fuser(name)
+    return list(dict.fromkeys(names))
+
+
+def _resolve_input(args) -> tuple[np.ndarray, SimsManifest, Path | None, Path]:
+    given = [flag for flag, v in (("--config", args.config), ("--run", args.run), ("--sims", args.sims)) if v]
+    if len(given) != 1:
+        raise UserError(f"give exactly one input of --config, --run, --sims (got {', '.join(given) or 'none'})")
+    if args.eval_from_training_config and not args.config:
+        raise UserError("--eval_from_training_config needs --config")
+    if args.captions_per_clip is not None and not args.sims:
+        raise UserError("--captions_per_clip applies to --sims only (a run's manifest says K)")
+    if args.config:
+        from utils.config import load_config
+        from utils.paths import experiment_name, newest_complete_run
+        config = load_config(args.config)
+        run_dir = newest_complete_run(config["trainer"]["save_dir"], experiment_name(args.config))
+        sims, manifest = load_sims(run_dir, args.split)
+        return sims, manifest, run_dir, run_dir
+    if args.run:
+        run_dir = Path(args.run)
+        if not run_dir.is_dir():
+            raise UserError(f"--run {run_dir}: not a folder")
+        sims, manifest = load_sims(run_dir, args.split)
+        return sims, manifest, run_dir, run_dir
+    path = Path(args.sims)
+    if path.suffix == ".npy" and path.with_suffix(".json").is_file():
+        sims, manifest = load_sims(path)
+        if args.captions_per_clip not in (None, manifest.captions_per_clip):
+            raise UserError(f"--captions_per_clip {args.captions_per_clip} disagrees with "
+                            f"{path.with_suffix('.json')} (captions_per_clip={manifest.captions_per_clip})")
+    else:
+        sims, manifest = read_bare_sims(path, 5 if args.captions_per_clip is None else args.captions_per_clip)
+    return sims, manifest, None, path
+
+
+def _default_out(run_dir: Path | None, in_path: Path, split: str) -> Path:
+    if run_dir is not None:
+        return run_dir / ("fusion" if split == "test" else f"fusion-{split}")
+    return in_path.parent / f"{in_path.stem}-fusion"
+
+
+def _load_weights(spec: str, run_dir: Path | None, manifest: SimsManifest, legacy: bool) -> np.ndarray | None:
+    """Per-query weights in the manifest's row order, validated; ``None`` when there are none."""
+    if spec == "none":
+        return None
+    if spec == "auto":
+        path = run_dir / "qpp" / "weights.npy" if run_dir is not None else None
+        if path is None or not path.is_file():
+            if legacy:
+                raise UserError("--legacy-weights needs --weights FILE (no qpp/weights.npy found)")
+            return None
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise UserError(f"--weights {path}: file not found")
+    try:
+        weights = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise UserError(f"{path}: not a readable .npy array ({err})") from None
+    n_rows = len(manifest.query_ids)
+    if weights.ndim != 1 or weights.shape[0] != n_rows or not np.issubdtype(weights.dtype, np.number):
+        raise UserError(f"{path}: weights must be numeric of shape ({n_rows},) (one per query row), "
+                        f"got {weights.dtype} {weights.shape}")
+    weights = _align_weights(path, weights.astype(np.float64), manifest)
+    bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
+    if bad.size:
+        raise UserError(f"{path}: weight {weights[bad[0]]} of query {manifest.query_ids[bad[0]]!r} is not a "
+                        "finite non-negative number")
+    if legacy:
+        try:
+            return fork_rank_weights(weights, manifest.captions_per_clip)
+        except ValueError as err:
+            raise UserError(f"{path}: --legacy-weights expects predicted within-clip ranks: {err}") from None
+    return weights
+
+
+def _align_weights(path: Path, weights: np.ndarray, manifest: SimsManifest) -> np.ndarray:
+    """If a ``.json`` beside the weights lists ``query_ids``, reorder the weights to the manifest's row order."""
+    side = path.with_suffix(".json")
+    if not side.is_file():
+        return weights
+    meta = read_json(side)
+    ids = meta.get("query_ids") if isinstance(meta, dict) else None
+    if ids is None:
+        return weights
+    if len(ids) != len(weights) or set(ids) != set(manifest.query_ids):
+        missing = sorted(set(manifest.query_ids) - set(ids))[:1] or sorted(set(ids) - set(manifest.query_ids))[:1]
+        raise UserError(f"{side}: query_ids disagree with the sims manifest (first differing id: {missing})")
+    position = {q: i for i, q in enumerate(ids)}
+    return weights[[position[q] for q in manifest.query_ids]]

@@ -1,0 +1,130 @@
+"""Each fusion method pinned on hand-computed matrices (expected values written as formulas)."""
+import numpy as np
+import pytest
+
+from fusion import methods
+from fusion.normalize import NORMALIZERS, NumpyOps, get_ops
+from fusion.registry import FUSERS, fuse, get_fuser
+from utils.errors import UserError
+
+# 2 clips x K=2 captions, 3 candidate clips; rows clip-major
+S = np.array([[0.9, 0.5, 0.1],
+              [0.2, 0.8, 0.3],
+              [0.4, 0.4, 0.7],   # tie between columns 0 and 1: column 0 wins rank 2
+              [0.1, 0.6, 0.5]], dtype=np.float32)
+K = 2
+
+
+def test_ranks_one_sort_stable_lower_column_wins():
+    x = np.array([[1, 2, 2, 0, 2, -0.0, 0.0, -1, np.inf, -np.inf]], dtype=np.float32)
+    expected = [[5, 2, 3, 6, 4, 7, 8, 9, 1, 10]]
+    np.testing.assert_array_equal(NumpyOps().ranks(x), expected)
+    np.testing.assert_array_equal(NumpyOps().ranks(x.astype(np.float64)), expected)  # the argsort path
+
+
+def test_combsum_and_max_min_med():
+    np.testing.assert_allclose(methods.combsum(S, K), [[0.9 + 0.2, 0.5 + 0.8, 0.1 + 0.3],
+                                                       [0.4 + 0.1, 0.4 + 0.6, 0.7 + 0.5]], rtol=1e-6)
+    np.testing.assert_allclose(methods.combmax(S, K), [[0.9, 0.8, 0.3], [0.4, 0.6, 0.7]])
+    np.testing.assert_allclose(methods.combmin(S, K), [[0.2, 0.5, 0.1], [0.1, 0.4, 0.5]])
+    np.testing.assert_allclose(methods.combmed(S, K), [[0.55, 0.65, 0.2], [0.25, 0.5, 0.6]], rtol=1e-6)
+
+
+def test_rrf_borda_isr_formulas():
+    # ranks: row0 [1,2,3] row1 [3,1,2] row2 [2,3,1] (tie -> col 0 first) row3 [3,1,2]
+    np.testing.assert_allclose(methods.rrf(S, K), [
+        [1 / (60 + 1) + 1 / (60 + 3), 1 / (60 + 2) + 1 / (60 + 1), 1 / (60 + 3) + 1 / (60 + 2)],
+        [1 / (60 + 2) + 1 / (60 + 3), 1 / (60 + 3) + 1 / (60 + 1), 1 / (60 + 1) + 1 / (60 + 2)]], rtol=1e-6)
+    np.testing.assert_allclose(methods.rrf(S, K, k=0)[0, 0], 1 / 1 + 1 / 3, rtol=1e-6)
+    n = 3
+    np.testing.assert_allclose(methods.borda(S, K), [
+        [(n - 1 + 1) + (n - 3 + 1), (n - 2 + 1) + (n - 1 + 1), (n - 3 + 1) + (n - 2 + 1)],
+        [(n - 2 + 1) + (n - 3 + 1), (n - 3 + 1) + (n - 1 + 1), (n - 1 + 1) + (n - 2 + 1)]])
+    np.testing.assert_allclose(methods.isr(S, K), [
+        [1 / 1**2 + 1 / 3**2, 1 / 2**2 + 1 / 1**2, 1 / 3**2 + 1 / 2**2],
+        [1 / 2**2 + 1 / 3**2, 1 / 3**2 + 1 / 1**2, 1 / 1**2 + 1 / 2**2]], rtol=1e-6)
+
+
+def test_combmnz_depth():
+    # depth 1: only each row's top clip is retrieved; min-max of row0 = [1, .5, 0], row1 = [0, 1, .2]
+    out = methods.combmnz(S, K, depth=1)
+    np.testing.assert_allclose(out[0], [1 * 1.0, 1 * 1.0, 0.0], rtol=1e-6)
+    # depth 3 = N: everything retrieved, MNZ = K x CombSum of min-max rows
+    mm = (S - S.min(1, keepdims=True)) / (S.max(1, keepdims=True) - S.min(1, keepdims=True))
+    np.testing.assert_allclose(methods.combmnz(S, K, depth=3), K * mm.reshape(2, K, 3).sum(1), rtol=1e-6)
+    # depth 2 on row 2 (tie 0.4/0.4 at the cut-off): column 0 wins, column 1 not retrieved
+    row2, row3 = mm[2], mm[3]
+    assert out.shape == (2, 3)
+    np.testing.assert_allclose(methods.combmnz(S, K, depth=2)[1],
+                               [1 * (row2[0] + 0), 1 * (0 + row3[1]), 2 * (row2[2] + row3[2])], rtol=1e-6)
+
+
+def test_weighted_combsum_and_fork_weights():
+    w = np.array([1.0, 0.0, 0.5, 2.0])
+    np.testing.assert_allclose(methods.weighted_combsum(S, K, w),
+                               [[0.9, 0.5, 0.1], [0.5 * 0.4 + 2 * 0.1, 0.5 * 0.4 + 2 * 0.6, 0.5 * 0.7 + 2 * 0.5]],
+                               rtol=1e-6)
+    legacy = methods.fork_rank_weights(np.array([1, 2, 3, 4, 5, 5, 4, 3, 2, 1]), 5)
+    np.testing.assert_allclose(legacy[:5], [1 / 15, 2 / 15, 3 / 15, 4 / 15, 5 / 15])
+    assert legacy[0] == legacy[:5].min()  # the predicted-best caption (rank 1) gets the SMALLEST weight
+    with pytest.raises(ValueError):
+        methods.fork_rank_weights(np.array([0.5, 2, 3, 4, 5]), 5)
+
+
+def test_norms():
+    x = np.array([[1.0, 3.0, 2.0], [5.0, 5.0, 5.0]], dtype=np.float32)
+    ops = NumpyOps()
+    np.testing.assert_allclose(NORMALIZERS["min-max"](ops, x), [[0, 1, 0.5], [0, 0, 0]])
+    np.testing.assert_allclose(NORMALIZERS["z-score"](ops, x)[0], (x[0] - 2) / np.std([1, 3, 2]), rtol=1e-6)
+    np.testing.assert_allclose(NORMALIZERS["rank"](ops, x), [[(3 - 3) / 2, (3 - 1) / 2, (3 - 2) / 2], [1, 0.5, 0]])
+    np.testing.assert_allclose(methods.combsum(S, K, norm="rank")[0], [(2 + 0) / 2, (1 + 2) / 2, (0 + 1) / 2])
+
+
+def _loop_combsum_rrf(sims, k_caps, rows):
+    n = sims.shape[1]
+    cs = [[0.0] * n for _ in rows]
+    rr = [[0.0] * n for _ in rows]
+    for i, clip_rows in enumerate(rows):
+        for r in clip_rows:
+            order = sorted(range(n), key=lambda j: (-float(sims[r, j]), j))
+            for pos, j in enumerate(order):
+                cs[i][j] += float(sims[r, j])
+                rr[i][j] += 1.0 / (60 + pos + 1)
+    return np.array(cs), np.array(rr)
+
+
+def test_against_loops_shuffled_rows_ties_and_chunks():
+    rng = np.random.default_rng(1)
+    n, k = 7, 3
+    sims = np.round(rng.random((n * k, n)), 1).astype(np.float32)  # many ties
+    perm = rng.permutation(n * k)
+    shuffled = sims[perm]
+    gt = np.repeat(np.arange(n), k)[perm]
+    rows = methods.group_rows(gt, n, k)
+    assert rows is not None and methods.group_rows(np.repeat(np.arange(n), k), n, k) is None
+    cs, rr = _loop_combsum_rrf(shuffled, k, rows)
+    np.testing.assert_allclose(methods.combsum(shuffled, k, rows=rows, chunk_clips=2), cs, rtol=1e-5)
+    np.testing.assert_allclose(methods.rrf(shuffled, k, rows=rows, chunk_clips=3, dtype=np.float64), rr, rtol=1e-12)
+    np.testing.assert_allclose(methods.rrf(sims, k), methods.rrf(shuffled, k, rows=rows), rtol=1e-6)
+    with pytest.raises(ValueError, match="column"):
+        methods.group_rows(gt[:-1], n, k)
+
+
+def test_torch_backend_matches_numpy():
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    sims = np.round(rng.random((5 * 6, 6)), 1).astype(np.float32)
+    w = rng.random(30)
+    for name in FUSERS:
+        a = fuse(name, sims, 5, params={"weights": w, "depth": 3})
+        b = fuse(name, sims, 5, params={"weights": w, "depth": 3}, device="torch:cpu")
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_registry_errors_list_valid_names():
+    with pytest.raises(UserError, match="valid: combsum"):
+        get_fuser("combsux")
+    with pytest.raises(UserError, match="min-max"):
+        methods.combsum(S, K, norm="minmax")
+    with pytest.raises(UserError):
+        get_ops("gpu")
