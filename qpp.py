@@ -1,0 +1,109 @@
+"""Query performance prediction on the caption queries of a run, and QPP-weighted fusion (docs/QPP.md).
+
+    python qpp.py --config configs/clotho/train-vggish-vggsound.json --eval_from_training_config
+    python qpp.py --run data/saved/<experiment>/<run-id> [--features text,score,variation] [--cv 5]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import qpp  # noqa: F401  (sets OMP_WAIT_POLICY before any OpenMP runtime loads)
+from qpp.features import FEATURE_GROUPS, GROUP_HELP
+from qpp.models import MODEL_HELP, MODELS
+from qpp.run import DEFAULT_FEATURES, FIT_SPLITS, parse_list, run_fork, run_qpp
+from qpp.targets import TARGETS
+from qpp.weights import MAPPINGS
+from utils.errors import UserError, run_cli
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # usage errors: one line, exit 2 (argparse's own exit code, without the usage dump)
+        raise UserError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="qpp.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_argument_group("which run")
+    src.add_argument("--config", help="training config; with --eval_from_training_config uses the newest complete run "
+                                      "of its experiment under config trainer.save_dir")
+    src.add_argument("--eval_from_training_config", action="store_true",
+                     help="pick the newest complete run (metrics.json present) of --config's experiment")
+    src.add_argument("--custom_args", default=None, help="config overrides 'a.b=1,c.d=x' applied when reading --config")
+    src.add_argument("--run", help="a run folder data/saved/<experiment>/<run-id> (needs sims/test.npy + .json)")
+    q = p.add_argument_group("protocol")
+    q.add_argument("--fit-split", default="val", choices=FIT_SPLITS,
+                   help="split to fit the predictors on (default val: queries the embedding model never trained on); "
+                        "'train' reproduces the fork's in-sample protocol and needs sims/train.npy")
+    q.add_argument("--cv", type=int, default=None, metavar="K",
+                   help="instead of --fit-split, cross-fit on test with K folds grouped by clip (GroupKFold)")
+    q.add_argument("--target", default="log2_rank", choices=TARGETS,
+                   help="what to predict per caption: log2 of the 1-based tie-averaged rank of its clip (default, "
+                        "the fork's), reciprocal rank, or hit@10")
+    q.add_argument("--features", default=",".join(DEFAULT_FEATURES),
+                   help="comma-separated feature groups, each evaluated alone and all together: " +
+                        "; ".join(f"{g} = {h}" for g, h in GROUP_HELP.items()) +
+                        f" (default {','.join(DEFAULT_FEATURES)}; MiniLM costs ~15 s per 1000 captions on 2 cores "
+                        "the first time, then it is cached under <run>/qpp/cache)")
+    q.add_argument("--models", default=",".join(MODELS),
+                   help="comma-separated regressors: " + "; ".join(f"{m} = {h}" for m, h in MODEL_HELP.items()))
+    q.add_argument("--ltr", action="store_true",
+                   help="also fit xgb_ltr: an XGBRanker (pairwise) with one query group per clip")
+    q.add_argument("--seed", type=int, default=0, help="seed of every model and of the fold assignment (default 0)")
+    w = p.add_argument_group("weights and fusion")
+    w.add_argument("--weights-model", default=None,
+                   help="model whose predictions (on all requested feature groups together) become the fusion "
+                        "weights (default xgboost if run, else the first model)")
+    w.add_argument("--mapping", default="softmax", choices=MAPPINGS,
+                   help="prediction -> weight: softmax of -pred/T within the clip (default); rank: (K+1-r); "
+                        "fork: r/sum(r), the fork's inverted weights (for comparison)")
+    w.add_argument("--temperature", type=float, default=None,
+                   help="softmax temperature in target units (default: tuned among 0.125..4 and inf=CombSum by "
+                        "fused mAP@10 on the fitting split's own cross-fitted predictions; never on test)")
+    w.add_argument("--n-resamples", type=int, default=10_000, help="paired randomisation test resamples (10000)")
+    o = p.add_argument_group("other")
+    o.add_argument("--reproduce-fork", action="store_true",
+                   help="run the fork's recipe instead: MiniLM embeddings only, LR/MLP/GBR fit in-sample on train "
+                        "(needs sims/train.npy), ordinal log2 ranks, inverted r/15 weights; writes <run>/qpp/fork/")
+    o.add_argument("--device", default="cpu", help="accepted for symmetry with train.py; MiniLM runs on cpu")
+    o.add_argument("--out", default=None, help="output folder (default <run>/qpp)")
+    o.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    return p
+
+
+def resolve_run(args) -> Path:
+    if args.run and (args.config or args.eval_from_training_config):
+        raise UserError("give either --run or --config --eval_from_training_config, not both")
+    if args.run:
+        run = Path(args.run)
+        if not run.is_dir():
+            raise UserError(f"{run}: run folder not found")
+        return run
+    if args.config and args.eval_from_training_config:
+        from utils.config import load_config
+        from utils.paths import experiment_name, newest_complete_run
+
+        config = load_config(args.config, args.custom_args)
+        return newest_complete_run(config["trainer"]["save_dir"], experiment_name(args.config))
+    raise UserError("name a run: --run RUN, or --config CFG --eval_from_training_config")
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
+    run = resolve_run(args)
+    if args.cv is not None and args.cv < 2:
+        raise UserError(f"--cv must be >= 2, got {args.cv}")
+    if args.temperature is not None and not args.temperature > 0:
+        raise UserError(f"--temperature must be > 0, got {args.temperature}")
+    if args.reproduce_fork:
+        return run_fork(run, seed=args.seed, device=args.device, out_dir=args.out, n_resamples=args.n_resamples)
+    return run_qpp(run, fit_split=args.fit_split, cv=args.cv, features=parse_list(args.features, FEATURE_GROUPS,
+                   "feature group"), models=parse_list(args.models, MODELS, "model"), ltr=args.ltr, seed=args.seed,
+                   target=args.target, weights_model=args.weights_model, mapping=args.mapping,
+                   temperature=args.temperature, device=args.device, out_dir=args.out,
+                   n_resamples=args.n_resamples, plots=not args.no_plots)
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

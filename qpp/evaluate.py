@@ -1,0 +1,214 @@
+"""QPP evaluation metrics and their exact chance levels (docs/QPP.md §Evaluation).
+
+All functions take *badness* vectors (lower = better query; see ``qpp.targets.badness``) of length ``G·K`` in
+clip-major order (the ``K`` captions of clip ``g`` are rows ``g·K .. g·K+K-1``), or ``(G, K)`` arrays.
+
+Per-clip-group metrics (the fork's):
+
+* ``kendall_tau_group_mean`` — tau-b between true and predicted values inside each clip's K captions, averaged over
+  the groups where it is defined. A group whose true (or predicted) values are all equal has an undefined tau-b
+  (0/0, scipy returns NaN); such groups are **excluded** from the mean and counted in ``tau_groups_nan``.
+  Computed by :func:`kendall_tau_b_groups`, a vectorised tau-b (equal to ``scipy.stats.kendalltau`` per group).
+  Chance: 0 exactly (a uniformly random order of the predictions makes every defined group's tau symmetric around 0).
+* ``kendall_tau_group_mean_ordinal`` — the fork's exact computation: tau of the argsort-of-argsort ordinal ranks
+  (ties broken by caption index), so never NaN. Chance 0.
+* ``tau_inspired`` — the fork's distance: ranks ``x`` (true) and ``y`` (predicted) are argsort-of-argsort + 1 in each
+  group (rank 1 = smallest value = best); per group ``d = ½ Σ_{i: x_i≠y_i} exp(|x_i−y_i|)/(x_i+y_i)``; the result
+  is ``Σ_g d_g / (D_max · G)`` with ``D_max`` the largest ``d`` over all permutations (10.331201022012483 for K=5,
+  reached at the full reversal). Lower is better. Chance: the mean of ``d`` over all K! permutations ÷ ``D_max``
+  (0.42839… for K=5), exact because ``d`` depends only on the relative permutation.
+* ``pick_best_accuracy`` — share of clips where the predicted-best caption (smallest prediction, first on ties) is a
+  truly best caption (its true value equals the group minimum). Chance: mean over groups of (#truly best) / K.
+
+Global metrics over all queries: Pearson, Spearman, Kendall (tau-b) between predicted and true, chance 0; sMARE
+(Faggioli et al. 2021): ``mean_q |rank_pred(q) − rank_true(q)| / n`` with 1-based tie-averaged ranks over all ``n``
+queries (lower is better). Chance for a random permutation of predicted ranks: ``E = (1/n²) Σ_q (1/n) Σ_j |r_q − j|``
+(:func:`smare_chance`), which equals ``(n²−1)/(3n²)`` (≈ 1/3) when the true ranks have no ties.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+from scipy import stats
+
+TAU_INSPIRED_MAX_5 = 10.331201022012483
+
+
+# ---------------------------------------------------------------------------------------------- per-group ranks
+def group_ranks(values: np.ndarray, k: int) -> np.ndarray:
+    """1-based ordinal ranks inside each group, ``argsort(argsort(values)) + 1`` (stable: ties by position)."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1, k)
+    return np.argsort(np.argsort(v, axis=1, kind="stable"), axis=1, kind="stable") + 1
+
+
+def kendall_tau_b_groups(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Vectorised Kendall tau-b of each row pair of two ``(G, K)`` arrays; NaN where undefined (a constant row)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 2:
+        raise ValueError(f"expected two (G, K) arrays of equal shape, got {x.shape} and {y.shape}")
+    k = x.shape[1]
+    iu, ju = np.triu_indices(k, 1)
+    dx = np.sign(x[:, iu] - x[:, ju])
+    dy = np.sign(y[:, iu] - y[:, ju])
+    s = (dx * dy).sum(axis=1)  # concordant - discordant (ties contribute 0)
+    n0 = iu.size
+    n1 = np.count_nonzero(dx == 0, axis=1)  # pairs tied in x
+    n2 = np.count_nonzero(dy == 0, axis=1)
+    denom = np.sqrt((n0 - n1).astype(np.float64) * (n0 - n2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tau = np.where(denom > 0, s / np.where(denom > 0, denom, 1.0), np.nan)
+    return tau
+
+
+def tau_inspired_group(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The fork's per-group distance ``½ Σ_{x≠y} exp(|x−y|)/(x+y)`` for ``(G, K)`` 1-based rank arrays."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    terms = np.where(x != y, np.exp(np.abs(x - y)) / (x + y), 0.0)
+    return terms.sum(axis=1) / 2.0
+
+
+def _permutation_distances(k: int) -> np.ndarray:
+    perms = np.array(list(itertools.permutations(range(1, k + 1))), dtype=np.float64)
+    ident = np.broadcast_to(np.arange(1, k + 1, dtype=np.float64), perms.shape)
+    return tau_inspired_group(ident, perms)
+
+
+def tau_inspired_max(k: int) -> float:
+    """Largest per-group distance over all permutations of ``k`` (10.331201022012483 for k=5)."""
+    if k == 5:
+        return TAU_INSPIRED_MAX_5
+    if k > 8:
+        raise ValueError("tau-inspired normaliser enumerated only for K <= 8")
+    return float(_permutation_distances(k).max())
+
+
+def tau_inspired_chance(k: int) -> float:
+    """Exact expected normalised distance of a uniformly random predicted order (0.428389… for k=5)."""
+    if k > 8:
+        raise ValueError("tau-inspired chance enumerated only for K <= 8")
+    return float(_permutation_distances(k).mean() / tau_inspired_max(k))
+
+
+def tau_inspired(true_vals: np.ndarray, pred_vals: np.ndarray, k: int) -> float:
+    """The fork's "Kendall's tau inspired" distance (lower is better; ×100 in the fork's table)."""
+    x = group_ranks(true_vals, k)
+    y = group_ranks(pred_vals, k)
+    d = tau_inspired_group(x, y)
+    return float(d.sum() / (tau_inspired_max(k) * d.size))
+
+
+# ---------------------------------------------------------------------------------------------- global metrics
+def smare(true_vals: np.ndarray, pred_vals: np.ndarray) -> float:
+    """Scaled mean absolute rank error: ``mean |rank(pred) − rank(true)| / n`` (1-based tie-averaged ranks)."""
+    rt = stats.rankdata(true_vals)
+    rp = stats.rankdata(pred_vals)
+    return float(np.mean(np.abs(rp - rt)) / rt.size)
+
+
+def smare_chance(true_vals: np.ndarray) -> float:
+    """Exact E[sMARE] when the predicted ranks are a uniformly random permutation of 1..n.
+
+    ``Σ_{j=1..n} |r − j|`` in closed form for real ``r`` in [1, n]: with ``a = floor(r)``,
+    ``a·r − a(a+1)/2 + (n(n+1)/2 − a(a+1)/2) − (n−a)·r``.
+    """
+    r = stats.rankdata(true_vals)
+    n = r.size
+    a = np.floor(r)
+    total = a * r - a * (a + 1) / 2 + (n * (n + 1) / 2 - a * (a + 1) / 2) - (n - a) * r
+    return float(total.sum() / (n * n * n))
+
+
+def smare_chance_no_ties(n: int) -> float:
+    """``(n² − 1) / (3n²)``: E|R − S|/n for independent uniform ranks R, S on 1..n."""
+    return (n * n - 1) / (3.0 * n * n)
+
+
+def pick_best(true_vals: np.ndarray, pred_vals: np.ndarray, k: int) -> tuple[float, float]:
+    """(accuracy, exact chance) of "the predicted-best caption of a clip is a truly best one"."""
+    t = np.asarray(true_vals, dtype=np.float64).reshape(-1, k)
+    p = np.asarray(pred_vals, dtype=np.float64).reshape(-1, k)
+    chosen = t[np.arange(t.shape[0]), np.argmin(p, axis=1)]
+    best = t.min(axis=1)
+    hits = np.isclose(chosen, best, rtol=0, atol=1e-12)
+    n_best = np.count_nonzero(np.isclose(t, best[:, None], rtol=0, atol=1e-12), axis=1)
+    return float(hits.mean()), float((n_best / k).mean())
+
+
+def _safe(fn, *args) -> float:
+    with np.errstate(all="ignore"):
+        try:
+            val = float(fn(*args)[0])
+        except (ValueError, FloatingPointError):
+            return float("nan")
+    return val
+
+
+# ---------------------------------------------------------------------------------------------- all at once
+METRIC_ORDER = ("kendall_tau_group_mean", "kendall_tau_group_mean_x100", "kendall_tau_group_mean_ordinal",
+                "tau_inspired", "tau_inspired_x100", "pick_best_accuracy", "pearson", "spearman", "kendall",
+                "sMARE")
+LOWER_IS_BETTER = {"tau_inspired", "tau_inspired_x100", "sMARE"}
+
+
+def evaluate(true_bad: np.ndarray, pred_bad: np.ndarray, k: int) -> dict:
+    """All QPP metrics of one predictor plus ``"chance"``: the exact value of each under a random predictor.
+
+    Both inputs are badness (lower = better), clip-major, length ``G·K``.
+    """
+    t = np.asarray(true_bad, dtype=np.float64).ravel()
+    p = np.asarray(pred_bad, dtype=np.float64).ravel()
+    if t.shape != p.shape or t.size % k:
+        raise ValueError(f"true/pred lengths {t.size}/{p.size} are not equal multiples of K={k}")
+    taus = kendall_tau_b_groups(t.reshape(-1, k), p.reshape(-1, k))
+    valid = ~np.isnan(taus)
+    tau_mean = float(taus[valid].mean()) if valid.any() else float("nan")
+    tau_ord = kendall_tau_b_groups(group_ranks(t, k), group_ranks(p, k))
+    ti = tau_inspired(t, p, k)
+    acc, acc_chance = pick_best(t, p, k)
+    out = {
+        "kendall_tau_group_mean": tau_mean,
+        "kendall_tau_group_mean_x100": 100.0 * tau_mean,
+        "kendall_tau_group_mean_ordinal": float(np.mean(tau_ord)),
+        "tau_groups": int(taus.size),
+        "tau_groups_nan": int(np.count_nonzero(~valid)),
+        "tau_inspired": ti,
+        "tau_inspired_x100": 100.0 * ti,
+        "pick_best_accuracy": acc,
+        "pearson": _safe(stats.pearsonr, t, p),
+        "spearman": _safe(stats.spearmanr, t, p),
+        "kendall": _safe(stats.kendalltau, t, p),
+        "sMARE": smare(t, p),
+    }
+    tic = tau_inspired_chance(k)
+    out["chance"] = {
+        "kendall_tau_group_mean": 0.0, "kendall_tau_group_mean_x100": 0.0, "kendall_tau_group_mean_ordinal": 0.0,
+        "tau_inspired": tic, "tau_inspired_x100": 100.0 * tic, "pick_best_accuracy": acc_chance,
+        "pearson": 0.0, "spearman": 0.0, "kendall": 0.0, "sMARE": smare_chance(t),
+    }
+    return out
+
+
+def format_table(rows: list[tuple[str, str, dict]], metrics=("kendall_tau_group_mean_x100", "tau_inspired_x100",
+                                                            "pick_best_accuracy", "pearson", "spearman",
+                                                            "kendall", "sMARE")) -> str:
+    """Fixed-width table: one line per (features, model) plus a "chance" line per feature set."""
+    short = {"kendall_tau_group_mean_x100": "grpTau*100", "tau_inspired_x100": "tauInsp*100",
+             "pick_best_accuracy": "pickBest", "pearson": "pearson", "spearman": "spearman", "kendall": "kendall",
+             "sMARE": "sMARE", "kendall_tau_group_mean": "grpTau", "tau_inspired": "tauInsp"}
+    head = f"{'features':<24} {'model':<14}" + "".join(f"{short.get(m, m):>12}" for m in metrics)
+    lines = [head, "-" * len(head)]
+    last_feat = None
+    chance = None
+    for feat, model, res in rows:
+        if last_feat is not None and feat != last_feat and chance is not None:
+            lines.append(f"{last_feat:<24} {'(chance)':<14}" + "".join(f"{chance[m]:>12.4f}" for m in metrics))
+        last_feat, chance = feat, res["chance"]
+        lines.append(f"{feat:<24} {model:<14}" + "".join(f"{res[m]:>12.4f}" for m in metrics))
+    if chance is not None:
+        lines.append(f"{last_feat:<24} {'(chance)':<14}" + "".join(f"{chance[m]:>12.4f}" for m in metrics))
+    lines.append("lower is better: tauInsp, sMARE; higher is better: the rest")
+    return "\n".join(lines)

@@ -1,0 +1,123 @@
+"""End-to-end qpp runs on small synthetic run folders, and the CLI's bad-input exits."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import qpp as _qpp  # noqa: F401
+from qpp.run import make_synthetic_run, run_qpp
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["--features", "score,variation", "--models", "linear,xgboost,tree", "--n-resamples", "500", "--no-plots"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return make_synthetic_run(tmp_path_factory.mktemp("qpprun") / "run", {"val": 40, "test": 50}, seed=1)
+
+
+def _main(argv):
+    import qpp as _  # noqa
+    sys.path.insert(0, str(REPO))
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("qpp_cli", REPO / "qpp.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from utils.errors import run_cli
+    return run_cli(mod.main, argv)
+
+
+def test_end_to_end_fit_on_val(run_dir, tmp_path):
+    out = tmp_path / "out"
+    assert _main(["--run", str(run_dir), "--out", str(out)] + FAST[:-1]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["models"]) == {"linear", "xgboost", "tree"}
+    for m in res["models"].values():
+        for key in ("kendall_tau_group_mean", "tau_inspired", "pearson", "spearman", "kendall", "sMARE"):
+            assert key in m and key in m["chance"]
+    assert res["models"]["linear"]["kendall_tau_group_mean"] > 0.2  # quality is learnable here
+    assert set(res["by_features"]) == {"score", "variation", "score+variation"}
+    fus = res["fusion"]["methods"]
+    assert {"combsum", "rrf", "qpp_weighted_combsum", "fork_inverted_weighted_combsum"} <= set(fus)
+    assert "p_value" in res["fusion"]["significance"]["qpp_weighted_combsum vs combsum"]
+    w = np.load(out / "weights.npy")
+    meta = json.loads((out / "weights.json").read_text())
+    assert w.dtype == np.float32 and w.shape == (250,)
+    assert meta["query_ids"][:2] == ["clip0000.wav#0", "clip0000.wav#1"]
+    assert {"model", "features", "mapping", "temperature", "query_ids"} <= set(meta)
+    np.testing.assert_allclose(w.reshape(50, 5).sum(axis=1), 1.0, rtol=1e-5)
+    pred = pd.read_csv(out / "predictions.csv")
+    assert list(pred.columns[:4]) == ["clip", "caption_index", "query_id", "target"]
+    assert "pred_xgboost" in pred.columns and "pred_linear[score]" in pred.columns
+    assert len(pred) == 250
+    # weights follow the weights model's predictions: predicted-best caption gets the largest weight
+    if meta["temperature"] != "inf":  # "inf" = uniform weights (tuning chose plain CombSum)
+        p = pred["pred_xgboost"].to_numpy().reshape(50, 5)
+        assert np.all(np.argmax(w.reshape(50, 5), axis=1) == np.argmin(p, axis=1))
+    assert (out / "results.md").is_file()
+
+
+def test_cv_protocol_ltr_and_plots(run_dir, tmp_path):
+    res = run_qpp(run_dir, cv=3, features=["score"], models=["linear"], ltr=True, out_dir=tmp_path / "cv",
+                  n_resamples=200, log=lambda s: None)
+    assert res["protocol"]["cv"] == 3 and res["protocol"]["fit_split"] is None
+    assert "xgb_ltr" in res["models"]
+    assert len(res["plots"]) == 2 and all(Path(p).stat().st_size > 1000 for p in res["plots"])
+
+
+def test_text_features_path_on_20_captions(tmp_path):
+    run = make_synthetic_run(tmp_path / "tiny", {"val": 4, "test": 4}, seed=2)
+    res = run_qpp(run, features=["text"], models=["linear"], out_dir=tmp_path / "o", temperature=1.0,
+                  n_resamples=100, plots=False, log=lambda s: None)
+    assert res["weights"]["temperature"] == 1.0
+    assert np.isfinite(res["models"]["linear"]["sMARE"])
+    assert list((tmp_path / "o" / "cache").glob("minilm_*.npy"))
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--models", "foo"], "valid: linear, mlp, xgboost, gbr, tree"),
+    (["--features", "bogus"], "valid: text, minilm"),
+    (["--fit-split", "train"], "train.npy: missing"),
+    (["--reproduce-fork"], "train.npy: missing"),
+    (["--cv", "1"], "--cv must be >= 2"),
+    ([], None),
+])
+def test_cli_bad_input_exits_2_with_one_line(run_dir, argv, needle, tmp_path):
+    if not argv:  # no captions in the manifest but text features requested
+        man = json.loads((run_dir / "sims" / "test.json").read_text())
+        bare = make_synthetic_run(tmp_path / "nocap", {"val": 3, "test": 3})
+        for split in ("val", "test"):
+            m = json.loads((bare / "sims" / f"{split}.json").read_text())
+            m["captions"] = []
+            (bare / "sims" / f"{split}.json").write_text(json.dumps(m))
+        argv, needle, target = ["--features", "text"], "manifest has no captions", bare
+        assert man["captions"]
+    else:
+        target = run_dir
+    proc = subprocess.run([sys.executable, str(REPO / "qpp.py"), "--run", str(target), "--out",
+                           str(tmp_path / "x")] + argv, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+def test_cli_missing_run_and_no_run(tmp_path):
+    for argv in (["--run", str(tmp_path / "nope")], [], ["--run", str(tmp_path)]):
+        proc = subprocess.run([sys.executable, str(REPO / "qpp.py")] + argv, capture_output=True, text=True,
+                              cwd=REPO, timeout=120)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_eval_from_training_config(run_dir, tmp_path):
+    import shutil
+    save = tmp_path / "saved"
+    exp = save / "clotho-synthetic-tiny-ce" / "2026-01-01_00-00-00_seed-0"
+    shutil.copytree(run_dir / "sims", exp / "sims")
+    (exp / "metrics.json").write_text("{}")
+    code = _main(["--config", str(REPO / "configs/clotho-synthetic/tiny-ce.json"), "--eval_from_training_config",
+                  "--custom_args", f"trainer.save_dir={save}", "--out", str(tmp_path / "o")] + FAST)
+    assert code == 0 and (tmp_path / "o" / "results.json").is_file()

@@ -1,0 +1,110 @@
+"""Targets with ties, fold separation by clip, weights and the feature blocks."""
+import numpy as np
+import pytest
+
+from qpp.features import LexicalFeaturizer, score_features, variation_features
+from qpp.models import group_folds
+from qpp.targets import badness, compute_targets
+from qpp.weights import combsum, weighted_combsum, weights_from_predictions
+from retrieval.metrics import clip_major_gt_cols
+
+
+def test_targets_tie_averaged_and_fork_ordinal():
+    sims = np.array([[0.9, 0.5, 0.5, 0.1],   # gt col 0: rank0 0
+                     [0.5, 0.5, 0.9, 0.5],   # gt col 1: 1 better + 2 tied others -> 2.0 ; ordinal: 1 + 1 (col 0) = 2
+                     [0.3, 0.3, 0.3, 0.3],   # gt col 2: all tied -> 1.5 ; ordinal: 2
+                     [0.1, 0.2, 0.3, 0.4]])  # gt col 3: rank0 0
+    gt = np.array([0, 1, 2, 3])
+    t = compute_targets(sims, gt)
+    np.testing.assert_allclose(t["rank0"], [0, 2, 1.5, 0])
+    np.testing.assert_allclose(t["log2_rank"], np.log2([1, 3, 2.5, 1]))
+    np.testing.assert_allclose(t["rr"], [1, 1 / 3, 1 / 2.5, 1])
+    np.testing.assert_allclose(t["hit10"], [1, 1, 1, 1])
+    o = compute_targets(sims, gt, ordinal=True)
+    np.testing.assert_allclose(o["rank0"], [0, 2, 2, 0])
+    # equals the fork's double argsort (stable) on -row
+    fork = [np.argsort(np.argsort(-row, kind="stable"), kind="stable")[g] for row, g in zip(sims, gt)]
+    np.testing.assert_allclose(o["rank0"], fork)
+    np.testing.assert_allclose(badness(t["rr"], "rr"), -t["rr"])
+
+
+def test_hit10_boundary():
+    sims = np.tile(np.arange(20, 0, -1, dtype=float), (2, 1))
+    t = compute_targets(sims, np.array([9, 10]))
+    assert t["hit10"].tolist() == [1.0, 0.0]
+
+
+def test_group_folds_never_split_a_clip():
+    k, n = 5, 23
+    folds = group_folds(n, 4, k, seed=3)
+    seen = np.zeros(n * k, dtype=int)
+    for fit, ev in folds:
+        assert not set(fit) & set(ev)
+        fit_clips, ev_clips = set(fit // k), set(ev // k)
+        assert not fit_clips & ev_clips
+        for rows in (fit, ev):  # every clip that appears, appears with all k captions
+            clips, counts = np.unique(rows // k, return_counts=True)
+            assert np.all(counts == k)
+        seen[ev] += 1
+    assert np.all(seen == 1)
+
+
+def test_softmax_weights_favour_predicted_best():
+    pred = np.array([3.0, 0.5, 2.0, 5.0, 1.0, 0, 0, 0, 0, 0])  # log2-rank badness
+    w = weights_from_predictions(pred, 5, "softmax", 1.0)
+    assert w.dtype == np.float32 and w.shape == (10,)
+    np.testing.assert_allclose(w.reshape(2, 5).sum(axis=1), 1.0, rtol=1e-6)
+    assert np.argmax(w[:5]) == 1 and np.argmin(w[:5]) == 3
+    np.testing.assert_allclose(w[5:], 0.2)
+    uni = weights_from_predictions(pred, 5, "softmax", float("inf"))
+    np.testing.assert_allclose(uni, 0.2)
+    rank = weights_from_predictions(pred, 5, "rank")
+    assert np.argmax(rank[:5]) == 1
+    fork = weights_from_predictions(pred, 5, "fork")  # the fork's bug: predicted best gets the least
+    np.testing.assert_allclose(fork[:5], np.array([4, 1, 3, 5, 2]) / 15)
+    assert np.argmin(fork[:5]) == 1
+
+
+def test_weighted_combsum_with_uniform_weights_ranks_like_combsum():
+    rng = np.random.default_rng(0)
+    sims = rng.normal(size=(30, 6)).astype(np.float32)
+    w = weights_from_predictions(np.zeros(30), 5, "softmax", 1.0)
+    a, b = weighted_combsum(sims, 5, w), combsum(sims, 5)
+    np.testing.assert_allclose(a * 5, b, rtol=1e-5, atol=1e-6)
+    one_hot = np.zeros(30, dtype=np.float32)
+    one_hot[2::5] = 1.0
+    np.testing.assert_allclose(weighted_combsum(sims, 5, one_hot), sims[2::5], rtol=1e-6)
+
+
+def test_score_and_variation_features_shapes_and_hand_values():
+    rng = np.random.default_rng(0)
+    sims = rng.uniform(-1, 1, size=(20, 60)).astype(np.float32)
+    s = score_features(sims)
+    row = np.sort(sims[0].astype(float))[::-1]
+    assert s[0, 0] == pytest.approx(row[0])                       # top1
+    assert s[0, 1] == pytest.approx(row[0] - row[1])              # gap
+    assert s[0, 2] == pytest.approx(row[:10].std())               # nqc std10
+    assert s[0, 4] == pytest.approx(row[:10].mean() - row.mean())  # wig10
+    v = variation_features(sims, 5)
+    assert v.shape == (20, 8) and np.all(np.isfinite(v))
+    # identical caption rows agree perfectly
+    same = np.repeat(sims[:4:1][:, None, :], 5, axis=1).reshape(20, 60)
+    v2 = variation_features(same, 5)
+    np.testing.assert_allclose(v2[:, :5], 1.0, atol=1e-6)
+    np.testing.assert_allclose(v2[:, 5], 1.0)
+    np.testing.assert_allclose(v2[:, 6], 0.0)
+    # loo centroid by brute force for one caption
+    g = sims[5:10].astype(float)
+    loo = (g.sum(0) - g[2]) / 4
+    assert v[7, 3] == pytest.approx(np.corrcoef(g[2], loo)[0, 1])
+
+
+def test_lexical_fitted_on_fit_captions_only():
+    fit = ["a dog barks loudly", "rain falls on a tin roof", "a dog runs", "birds chirp in trees"] * 5
+    lex = LexicalFeaturizer(svd_dim=4).fit(fit)
+    x = lex.transform(["a dog barks", "zzz unknownword"])
+    names = lex.names()
+    assert x.shape == (2, len(names))
+    assert x[1, names.index("oov_share")] == 1.0
+    assert x[0, names.index("oov_share")] == 0.0
+    assert x[1, names.index("idf_max")] == pytest.approx(np.log(len(fit)))
