@@ -1,0 +1,118 @@
+"""Train CE / MoEE text-to-audio retrieval on CLOTHO; one run folder per seed (docs/TRAINING.md).
+
+    python train.py --config configs/clotho/train-vggish-vggsound.json --device cpu --seeds 0,1,2
+    python train.py --resume data/saved/<experiment>/<run-id>          # continue a killed run
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+# Before torch loads OpenMP: sleeping (not spinning) worker threads. On a CPU shared with other busy processes
+# spinning barriers made a 2-thread training step 2x slower (and a small BatchNorm 500x slower); see TRAINING.md.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from utils.errors import UserError, run_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python train.py",
+        description="Train the CE / MoEE model, select the best epoch on val (t2a geometric mean of R1/R5/R10), "
+                    "evaluate it on test with all 5 captions and write data/saved/<experiment>/<run-id>/ "
+                    "(config.json, trained_model.pth, sims/<split>.npy+.json, train.log, metrics.json last).")
+    p.add_argument("--config", help="config JSON, e.g. configs/clotho/train-vggish-vggsound.json "
+                                    "(optional with --resume: the run's config.json is used)")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda, or a CUDA device index N; default: CUDA when available, else CPU. "
+                        "Asking for a GPU on a machine without CUDA is an error (exit 2)")
+    p.add_argument("--seeds", default=None,
+                   help="comma-separated seeds, one run per seed, e.g. 0,1,2 (default: the config's seed). With "
+                        "several seeds a mean ± std table is printed and written as "
+                        "<save_dir>/<experiment>/summary-<timestamp>.md/.json")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue a killed run from its checkpoint-last.pth; ends with the same numbers as an "
+                        "uninterrupted run (same device). --config/--custom_args, if given, must resolve to the "
+                        "run's config.json")
+    p.add_argument("--custom_args", default=None,
+                   help='config overrides "key.sub=value,...", e.g. "optimizer.args.lr=0.005,trainer.epochs=5"')
+    p.add_argument("--epochs", type=int, default=None, help="shorthand for trainer.epochs=N")
+    p.add_argument("--mini_train", action="store_true",
+                   help="shorthand for trainer.mini_train=true: only 5 batches per epoch (smoke tests)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: $OMP_NUM_THREADS, else all available CPUs); on a CPU shared "
+                        "with other busy processes 1 can be much faster")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines on stderr "
+                                                        "(train.log is still written)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    from pathlib import Path
+
+    from trainer.trainer import fit, resolve_device, summarise_runs
+    from utils.config import load_config
+    from utils.io import read_json
+
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads: {args.threads}: must be >= 1")
+    device = resolve_device(args.device)
+    overrides = [args.custom_args] if args.custom_args else []
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise UserError(f"--epochs: {args.epochs}: must be >= 1")
+        overrides.append(f"trainer.epochs={args.epochs}")
+    if args.mini_train:
+        overrides.append("trainer.mini_train=true")
+    custom = ",".join(overrides) or None
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if args.seeds:
+            raise UserError("--seeds cannot be combined with --resume (a run is one seed)")
+        if args.config:
+            config = load_config(args.config, custom)
+            # --seeds wrote the run's seed into its config.json; the config file may hold another one
+            saved = read_json(run_dir / "config.json") if (run_dir / "config.json").is_file() else {}
+            config["seed"] = saved.get("seed", config["seed"])
+        else:
+            if custom:
+                raise UserError("--custom_args/--epochs/--mini_train need --config when resuming")
+            config = read_json(run_dir / "config.json")
+        out = fit(config, args.config, device, resume=run_dir, quiet=args.quiet, threads=args.threads)
+        print(out)
+        return
+
+    if not args.config:
+        raise UserError("--config is required (unless --resume is given)")
+    config = load_config(args.config, custom)
+    seeds = [config["seed"]] if args.seeds is None else _parse_seeds(args.seeds)
+    runs = []
+    for seed in seeds:
+        config = load_config(args.config, custom)
+        config["seed"] = seed
+        runs.append(fit(config, args.config, device, quiet=args.quiet, threads=args.threads))
+        print(runs[-1])
+    if len(runs) > 1:
+        table, paths = summarise_runs(runs, config["trainer"]["save_dir"], args.config)
+        print(table)
+        print(f"summary: {paths[0]}")
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds: '{text}': expected comma-separated integers, e.g. 0,1,2") from None
+    if not seeds:
+        raise UserError("--seeds: no seed given")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds: '{text}': duplicate seed")
+    return seeds
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
