@@ -124,7 +124,6 @@ def load_clotho(config: dict, splits: Sequence[str]) -> dict[str, SplitData]:
     text_path = root / "text_embeddings" / f"{text_feat}.pkl"
     text = read_pickle(text_path)
     _check_ids(text, lists, text_path)
-    d_text, max_text = TEXT_DIMS[text_feat], int(max_tokens["text"])
     for split, data in out.items():
         for i, cid in enumerate(data.clip_ids):
             caps = text[cid]
@@ -132,15 +131,9 @@ def load_clotho(config: dict, splits: Sequence[str]) -> dict[str, SplitData]:
                 n = len(caps) if isinstance(caps, (list, tuple)) else type(caps).__name__
                 raise UserError(f"{text_path}: clip '{cid}' has {n} caption arrays, expected {CAPTIONS_PER_CLIP}")
             for k, arr in enumerate(caps):
-                arr = np.asarray(arr)
-                if arr.ndim != 2 or arr.shape[1] != d_text:
-                    raise UserError(f"{text_path}: clip '{cid}' caption {k}: shape {arr.shape}, "
-                                    f"expected (n_tokens, {d_text}) for text_feat '{text_feat}'")
-                if arr.shape[0] == 0:
-                    raise UserError(f"{text_path}: clip '{cid}' caption {k}: empty token array (need >= 1 token)")
-                n = min(arr.shape[0], max_text)
-                data.text[i, k, :n] = arr[:n]
-                data.text_lens[i, k] = n
+                data.text_lens[i, k] = _copy_truncated(
+                    data.text[i, k], arr, f"{text_path}: clip '{cid}' caption {k}", f"text_feat '{text_feat}'",
+                    "empty token array (need >= 1 token)")
     del text
 
     # experts
@@ -155,7 +148,6 @@ def load_clotho(config: dict, splits: Sequence[str]) -> dict[str, SplitData]:
                         f"{path}: {len(miss)} clips of {split}_list.txt missing (first: {_first(miss)}); a clip "
                         "without this expert must be stored as a NaN scalar, or set "
                         "data_loader.args.allow_missing_experts=true")
-        dim, max_t = EXPERT_DIMS[expert], int(max_tokens[expert])
         for split, data in out.items():
             buf, ind = data.experts[expert], data.ind[expert]
             for i, cid in enumerate(data.clip_ids):
@@ -164,14 +156,8 @@ def load_clotho(config: dict, splits: Sequence[str]) -> dict[str, SplitData]:
                     buf[i] = np.nan
                     ind[i] = False
                     continue
-                arr = np.asarray(value) if not isinstance(value, np.ndarray) else value
-                if arr.ndim != 2 or arr.shape[1] != dim:
-                    raise UserError(f"{path}: clip '{cid}': shape {arr.shape}, expected (T, {dim}) for expert "
-                                    f"'{expert}'")
-                if arr.shape[0] == 0:
-                    raise UserError(f"{path}: clip '{cid}': no frames (T = 0); store NaN for a missing clip")
-                n = min(arr.shape[0], max_t)
-                buf[i, :n] = arr[:n]
+                _copy_truncated(buf[i], value, f"{path}: clip '{cid}'", f"expert '{expert}'",
+                                "no frames (T = 0); store NaN for a missing clip")
                 ind[i] = True
         del values
     return out
@@ -302,6 +288,21 @@ def _caption_strings(caps: Any, path: Path, cid: str) -> list[str]:
             raise UserError(f"{path}: clip '{cid}' caption {k}: empty caption")
         out.append(text)
     return out
+
+
+def _copy_truncated(dest: np.ndarray, value: Any, where: str, what: str, empty: str) -> int:
+    """Copy the first ``len(dest)`` rows of a ``(T, D)`` array into zero-padded ``dest``; returns rows kept.
+
+    Truncation keeps the first frames / tokens, as the original loader does (SPEC §1.3).
+    """
+    arr = np.asarray(value)
+    if arr.ndim != 2 or arr.shape[1] != dest.shape[1]:
+        raise UserError(f"{where}: shape {arr.shape}, expected (T, {dest.shape[1]}) for {what}")
+    if arr.shape[0] == 0:
+        raise UserError(f"{where}: {empty}")
+    n = min(arr.shape[0], dest.shape[0])
+    dest[:n] = arr[:n]
+    return n
 
 
 def _is_nan_scalar(value: Any) -> bool:

@@ -3,20 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from data.clotho import EXPERT_DIMS as EXPERT_RAW_DIMS  # VGGish 128, VGGSound 512
+from data.clotho import TEXT_DIMS  # w2v 300, minilm 384
 from model.ce import CENet
+from utils.config import get_key as _get
 from utils.errors import UserError
-
-EXPERT_RAW_DIMS = {"audio": 128, "vggsound": 512}  # VGGish, VGGSound
-TEXT_DIMS = {"w2v": 300, "minilm": 384}
-
-
-def _get(config: dict, dotted: str) -> Any:
-    node: Any = config
-    for key in dotted.split("."):
-        if not isinstance(node, dict) or key not in node:
-            raise UserError(f"config: missing key {dotted}")
-        node = node[key]
-    return node
 
 
 def model_kwargs(config: dict) -> dict[str, Any]:
