@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0, help="seed of every model and of the fold assignment (default 0)")
     w = p.add_argument_group("weights and fusion")
     w.add_argument("--weights-model", default=None,
-                   help="model whose predictions (on all requested feature groups together) become the fusion "
-                        "weights (default xgboost if run, else the first model)")
+                   help="model whose predictions become the fusion weights (default: selected, together with the "
+                        "feature group and the temperature, among linear and xgboost by fused mAP@10 on the fitting "
+                        "split's own cross-fitted predictions; never on test)")
     w.add_argument("--mapping", default="softmax", choices=MAPPINGS,
                    help="prediction -> weight: softmax of -pred/T within the clip (default); rank: (K+1-r); "
                         "fork: r/sum(r), the fork's inverted weights (for comparison)")

@@ -24,6 +24,7 @@ from utils.errors import UserError
 from utils.io import atomic_path, save_npy, write_json, write_text
 
 DEFAULT_FEATURES = ("lexical", "score", "variation")
+WEIGHT_MODEL_CANDIDATES = ("linear", "xgboost")  # cheap and strong; --weights-model pins one
 FIT_SPLITS = ("val", "train")
 FUSED_METRICS = ("R1", "R5", "R10", "MedR", "mAP10")
 
@@ -80,9 +81,10 @@ def run_qpp(run_dir: str | Path, *, fit_split: str = "val", cv: int | None = Non
     if fit_split not in FIT_SPLITS:
         raise UserError(f"unknown fit split {fit_split}; valid: {', '.join(FIT_SPLITS)}")
     all_models = models + ([LTR_MODEL] if ltr else [])
-    wmodel = weights_model or ("xgboost" if "xgboost" in all_models else all_models[0])
-    if wmodel not in all_models:
-        raise UserError(f"--weights-model {wmodel} is not among the models run ({', '.join(all_models)})")
+    if weights_model and weights_model not in all_models:
+        raise UserError(f"--weights-model {weights_model} is not among the models run ({', '.join(all_models)})")
+    # candidates for the fusion weights; the one used is selected on the fitting side (never on test)
+    wmodels = [weights_model] if weights_model else [m for m in WEIGHT_MODEL_CANDIDATES if m in all_models] or all_models[:1]
     blocks_all = expand_groups(groups)
     out = Path(out_dir) if out_dir else run_dir / "qpp"
     cache = out / "cache"
@@ -118,7 +120,7 @@ def run_qpp(run_dir: str | Path, *, fit_split: str = "val", cv: int | None = Non
     _check_folds(folds, k)
 
     feature_sets = [(g,) for g in groups] + ([tuple(groups)] if len(groups) > 1 else [])
-    wfeat = "+".join(feature_sets[-1])
+    wfeat = "+".join(feature_sets[-1])  # the column written as pred_<model> in predictions.csv
     timings: dict[str, float] = {}
     preds: dict[tuple[str, str], np.ndarray] = {}
     for fset in feature_sets:
@@ -138,25 +140,24 @@ def run_qpp(run_dir: str | Path, *, fit_split: str = "val", cv: int | None = Non
 
     results = {(f, m): evaluate(y_ev, p, k) for (f, m), p in preds.items()}
 
-    # ---- weights: tuned temperature (on the fitting side only), then fusion on test
+    # ---- weights: predictor (feature set x model) and temperature selected on the fitting side only
     t0 = time.time()
-    wblocks = expand_groups(feature_sets[-1])
-    pred_w = preds[(wfeat, wmodel)]
-    temps_used, tuning = [], []
+    pred_w = np.empty(len(y_ev))
+    temps_used, tuning, chosen = [], [], []
     weights = np.empty(len(y_ev), dtype=np.float32)
     for fr, er in folds:
-        if mapping != "softmax":
-            t_fold = float("nan")
-        elif temperature is not None:
-            t_fold = float(temperature)
-        else:
-            t_fold, table = _tune_on_fit_side(sf_fit, fit_sims, y_fit, fr, k, wblocks, wmodel, seed)
-            tuning.append(table)
+        t_fold, (wf, wm), table = _select_weights(sf_fit, fit_sims, y_fit, fr, k, feature_sets, wmodels, mapping,
+                                                  temperature, seed)
+        tuning.append(table)
+        chosen.append((wf, wm))
         temps_used.append(t_fold)
+        pred_w[er] = preds[(wf, wm)][er]
         weights[er] = weights_from_predictions(pred_w[er], k, mapping, t_fold if mapping == "softmax" else 1.0)
-    timings["temperature_tuning"] = time.time() - t0
+    timings["weights_selection"] = time.time() - t0
     temps_json = [t if np.isfinite(t) else ("inf" if t > 0 else None) for t in temps_used]
     t_report = temps_json[0] if len(set(map(str, temps_json))) == 1 else temps_json  # "inf" = plain CombSum
+    w_feat = _same_or_list([c[0] for c in chosen])
+    w_model = _same_or_list([c[1] for c in chosen])
 
     fusion = _fusion_report(ev_sims, k, y_ev, pred_w, weights, temps_used, folds, n_resamples, seed)
 
@@ -167,14 +168,14 @@ def run_qpp(run_dir: str | Path, *, fit_split: str = "val", cv: int | None = Non
         "target": target, "target_higher_is_better": HIGHER_IS_BETTER[target],
         "features": groups, "models": {m: results[(wfeat, m)] for m in all_models},
         "by_features": {f: {m: results[(f, m)] for m in all_models} for f in ("+".join(s) for s in feature_sets)},
-        "weights": {"model": wmodel, "features": wfeat, "mapping": mapping, "temperature": t_report,
-                    "temperature_tuning": tuning},
+        "weights": {"model": w_model, "features": w_feat, "mapping": mapping, "temperature": t_report,
+                    "selection": tuning},
         "fusion": fusion, "timings_s": {kk: round(v, 3) for kk, v in timings.items()},
     }
     out.mkdir(parents=True, exist_ok=True)
     _write_predictions(out / "predictions.csv", ev_man, k, tg_ev[target], target, preds, wfeat)
     save_npy(out / "weights.npy", weights)
-    write_json(out / "weights.json", {"model": wmodel, "features": wfeat, "mapping": mapping,
+    write_json(out / "weights.json", {"model": w_model, "features": w_feat, "mapping": mapping,
                                       "temperature": t_report, "target": target, "split": "test",
                                       "run": str(run_dir), "captions_per_clip": k,
                                       "query_ids": list(ev_man.query_ids)})
@@ -203,18 +204,45 @@ def _check_folds(folds, k: int) -> None:
                 raise AssertionError("a fold splits the captions of a clip")
 
 
-def _tune_on_fit_side(sf: SplitFeatures, sims: np.ndarray, y: np.ndarray, rows: np.ndarray, k: int,
-                      blocks, model: str, seed: int, n_inner: int = 3) -> tuple[float, dict]:
-    """Cross-fit the weights model inside ``rows`` (whole clips) and tune T on those clips' own sub-collection."""
+def _select_weights(sf: SplitFeatures, sims: np.ndarray, y: np.ndarray, rows: np.ndarray, k: int,
+                    feature_sets, models: Sequence[str], mapping: str, temperature: float | None, seed: int,
+                    criterion: str = "mAP10", n_inner: int = 3) -> tuple[float, tuple[str, str], dict]:
+    """Choose the weights' predictor (feature set x model) and softmax temperature on the fitting rows alone.
+
+    Each candidate is cross-fitted inside ``rows`` (whole clips, ``n_inner`` GroupKFold folds) and scored by the
+    fused ``criterion`` of weighted CombSum on those clips' own sub-collection (their rows x their columns).
+    Predictive accuracy is not the point: a caption that merely agrees with its clip's other captions is
+    predicted good, yet up-weighting it adds no information to the fusion, so the selection is by fused quality.
+    Ties keep the earlier candidate and the larger temperature (closer to plain CombSum).
+    """
     n_groups = len(rows) // k
     inner = group_folds(n_groups, min(n_inner, n_groups), k, seed + 1)
-    oof = np.empty(len(rows))
-    for a, b in inner:
-        xf, xe, _ = build_matrix(blocks, sf, rows[a], sf, rows[b], seed)
-        oof[b] = fit_predict(model, xf, y[rows[a]], xe, k, seed)
     clips = rows[::k] // k
     sub = sims[np.ix_(rows, clips)]
-    return tune_temperature(oof, sub, k, DEFAULT_TEMPERATURES)
+    temps = [temperature] if temperature is not None else DEFAULT_TEMPERATURES
+    best, table = None, {}
+    for fset in feature_sets:
+        fname, blocks = "+".join(fset), expand_groups(fset)
+        mats = [build_matrix(blocks, sf, rows[a], sf, rows[b], seed) for a, b in inner]
+        for model in models:
+            oof = np.empty(len(rows))
+            for (a, b), (xf, xe, _) in zip(inner, mats):
+                oof[b] = fit_predict(model, xf, y[rows[a]], xe, k, seed)
+            if mapping == "softmax":
+                t, by_t = tune_temperature(oof, sub, k, temps, criterion)
+                score = by_t[str(t)][criterion]
+            else:
+                t = float("nan")
+                score = metrics_from_ranks(fused_ranks(weighted_combsum(
+                    sub, k, weights_from_predictions(oof, k, mapping, 1.0))))[criterion]
+            table[f"{fname}|{model}"] = {"temperature": t if np.isfinite(t) else str(t), criterion: score}
+            if best is None or score > best[0] + 1e-9:
+                best = (score, t, (fname, model))
+    return best[1], best[2], table
+
+
+def _same_or_list(values: list):
+    return values[0] if len(set(values)) == 1 else values
 
 
 def _fusion_report(sims, k, y_true_bad, pred_bad, weights, temps, folds, n_resamples, seed) -> dict:
@@ -274,7 +302,8 @@ def _markdown(res: dict, table: str, ftable: str) -> str:
     w = res["weights"]
     return (f"# QPP on {res['run']}\n\n- protocol: {res['protocol']['description']}\n- target: {res['target']}\n"
             f"- queries: {res['queries']} ({res['clips']} clips x {res['captions_per_clip']})\n"
-            f"- weights: {w['mapping']} of model {w['model']} on [{w['features']}], temperature {w['temperature']}\n\n"
+            f"- weights: {w['mapping']} of model {w['model']} on [{w['features']}], temperature {w['temperature']} "
+            "(predictor and temperature selected by fused mAP@10 on the fitting split)\n\n"
             f"## Prediction quality (test) vs the exact chance level\n\n```\n{table}\n```\n\n"
             f"## Fusion on test\n\n```\n{ftable}\n```\n")
 

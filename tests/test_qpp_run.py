@@ -54,9 +54,14 @@ def test_end_to_end_fit_on_val(run_dir, tmp_path):
     assert list(pred.columns[:4]) == ["clip", "caption_index", "query_id", "target"]
     assert "pred_xgboost" in pred.columns and "pred_linear[score]" in pred.columns
     assert len(pred) == 250
-    # weights follow the weights model's predictions: predicted-best caption gets the largest weight
-    if meta["temperature"] != "inf":  # "inf" = uniform weights (tuning chose plain CombSum)
-        p = pred["pred_xgboost"].to_numpy().reshape(50, 5)
+    # the weights' predictor was selected on val among (feature set x {linear, xgboost}), never on test
+    selection = res["weights"]["selection"][0]
+    assert set(selection) == {f"{f}|{m}" for f in ("score", "variation", "score+variation") for m in ("linear", "xgboost")}
+    assert f"{meta['features']}|{meta['model']}" in selection
+    # weights follow the chosen predictions: the predicted-best caption gets the largest weight
+    if meta["temperature"] != "inf":  # "inf" = uniform weights (selection chose plain CombSum)
+        col = f"pred_{meta['model']}" + ("" if meta["features"] == "score+variation" else f"[{meta['features']}]")
+        p = pred[col].to_numpy().reshape(50, 5)
         assert np.all(np.argmax(w.reshape(50, 5), axis=1) == np.argmin(p, axis=1))
     assert (out / "results.md").is_file()
 
