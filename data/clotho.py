@@ -62,13 +62,18 @@ def ensure_data(config: dict) -> Path:
     args = config["data_loader"]["args"]
     root = root_feat_dir(config)
     syn = args.get("synthetic", {})
-    if syn.get("enabled") and not root.exists():
-        from data.synthetic import generate
+    if syn.get("enabled"):
+        from data.synthetic import generate, is_current
 
-        print(f"{root}: not found; generating the synthetic '{syn.get('size', 'clotho')}' set "
-              f"(seed {syn.get('seed', 0)}) there first", flush=True)
-        generate(root.parent, size=syn.get("size", "clotho"), seed=int(syn.get("seed", 0)),
-                 root_feat_folder=root.name)
+        size, seed = syn.get("size", "clotho"), int(syn.get("seed", 0))
+        if not root.exists():
+            print(f"{root}: not found; generating the synthetic '{size}' set (seed {seed}) there first", flush=True)
+            generate(root.parent, size=size, seed=seed, root_feat_folder=root.name)
+        elif not is_current(root, size, seed):
+            # a set cached by an older generator (or another seed/size) would silently give other numbers
+            print(f"{root}: synthetic set differs from the current generator defaults (size '{size}', seed {seed}); "
+                  "regenerating it", flush=True)
+            generate(root.parent, size=size, seed=seed, root_feat_folder=root.name, force=True)
     if not root.is_dir():
         hint = (" (set data_loader.args.synthetic.enabled=true to generate a synthetic set, or see docs/DATA.md "
                 "for the real archive)")

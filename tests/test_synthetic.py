@@ -135,3 +135,30 @@ def test_cli_bad_size_exit_2():
 def test_cli_help():
     proc = subprocess.run([sys.executable, "-m", "data.synthetic", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0 and "--size" in proc.stdout and "--seed" in proc.stdout
+
+
+def test_loader_regenerates_a_stale_cached_set(tmp_path, tiny_config):
+    """A set cached by older generator defaults (or another seed) is rebuilt, never silently reused."""
+    import json
+
+    from data.clotho import ensure_data
+    from data.synthetic import is_current
+
+    generate(tmp_path, size="tiny", seed=0, quiet=True)
+    root = tmp_path / "structured-symlinks"
+    assert is_current(root, "tiny", 0) and not is_current(root, "tiny", 1)
+    meta = json.loads((root / "synthetic-meta.json").read_text())
+    meta["spec"]["instance_std"] += 0.1  # as if written by an older generator
+    (root / "synthetic-meta.json").write_text(json.dumps(meta))
+    assert not is_current(root, "tiny", 0)
+    tiny_config["data_loader"]["args"]["data_dir"] = str(tmp_path)
+    tiny_config["data_loader"]["args"]["synthetic"] = {"enabled": True, "size": "tiny", "seed": 0}
+    ensure_data(tiny_config)
+    assert is_current(root, "tiny", 0)
+
+
+def test_folder_without_meta_is_never_overwritten(tmp_path):
+    from data.synthetic import is_current
+
+    (tmp_path / "real").mkdir()
+    assert is_current(tmp_path / "real", "clotho", 0)  # e.g. the real archive: left alone
