@@ -124,23 +124,30 @@ def weighted_combsum(sims, captions_per_clip, weights, *, norm="none", **opts):
 # --------------------------------------------------------------------------------------------------------
 # rank-based methods: ranks come from the raw scores (any --norm is monotone, so it would not change them)
 # --------------------------------------------------------------------------------------------------------
+def _per_rank(x, score_of_rank) -> np.ndarray:
+    """A rank method's score for each 1-based rank 1..N (float64: equal rank sets give exactly equal sums)."""
+    return score_of_rank(np.arange(1, x.shape[-1] + 1, dtype=np.float64))
+
+
 def rrf(sims, captions_per_clip, *, k=60, **opts):
     """Reciprocal Rank Fusion (Cormack et al. 2009): ``S(d) = sum_k 1 / (k + r_k(d))``, k = 60 as in the fork."""
-    return _fuse(sims, captions_per_clip, lambda ops, x, w: ops.reduce(1.0 / (k + ops.ranks(x)), "sum", 1),
+    return _fuse(sims, captions_per_clip,
+                 lambda ops, x, w: ops.reduce(ops.rank_scatter(x, _per_rank(x, lambda r: 1.0 / (k + r))), "sum", 1),
                  **opts)
 
 
 def borda(sims, captions_per_clip, **opts):
     """Borda count (Aslam & Montague 2001): ``S(d) = sum_k (N - r_k(d) + 1)``: N points for a first place, 1 for last."""
     def kernel(ops: NumpyOps, x, w):
-        return ops.reduce(x.shape[-1] + 1 - ops.ranks(x), "sum", 1)
+        return ops.reduce(ops.rank_scatter(x, _per_rank(x, lambda r: x.shape[-1] + 1 - r)), "sum", 1)
 
     return _fuse(sims, captions_per_clip, kernel, **opts)
 
 
 def isr(sims, captions_per_clip, **opts):
     """Inverse Square Rank (Mourão et al. 2014): ``S(d) = sum_k 1 / r_k(d)^2``."""
-    return _fuse(sims, captions_per_clip, lambda ops, x, w: ops.reduce(1.0 / ops.ranks(x) ** 2, "sum", 1),
+    return _fuse(sims, captions_per_clip,
+                 lambda ops, x, w: ops.reduce(ops.rank_scatter(x, _per_rank(x, lambda r: 1.0 / r ** 2)), "sum", 1),
                  **opts)
 
 

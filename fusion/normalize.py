@@ -34,25 +34,32 @@ class NumpyOps:
         return x
 
     def ranks(self, x: np.ndarray) -> np.ndarray:
-        """1-based descending float64 ranks along the last axis, one sort per row (ties: lower index first).
+        """1-based descending float64 ranks along the last axis (ties: lower index first)."""
+        return self.rank_scatter(x, np.arange(1, x.shape[-1] + 1, dtype=np.float64))
 
-        float32 rows are sorted as unique int64 keys ``(order-preserving int of -score) << 32 | column``: the
-        column breaks ties, so a plain (fast, unstable) sort gives the stable order and the sorted keys carry
-        the column back, no argsort needed. Other dtypes use one stable argsort.
+    def rank_scatter(self, x: np.ndarray, per_rank: np.ndarray) -> np.ndarray:
+        """``out[..., j] = per_rank[r_j - 1]`` with ``r_j`` the 1-based descending rank of ``x[..., j]``.
+
+        One sort per row and no argsort: float32 rows are sorted as unique int64 keys
+        ``(order-preserving int of -score) << 32 | column``, so a plain (fast, SIMD, unstable) sort yields the
+        stable order (the column breaks ties) and the sorted keys carry the column back. Scattering a per-rank
+        value (a rank, ``1/(k+r)``, ...) directly saves a pass over the matrix. Other dtypes use a stable argsort.
         """
         flat = x.reshape(-1, x.shape[-1])
         n = flat.shape[1]
         if flat.dtype == np.float32 and n < 2**31:
-            bits = (flat + np.float32(0)).view(np.int32).astype(np.int64)  # + 0 turns -0.0 into 0.0
-            ordered = np.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # int order == float order
-            keys = ((-ordered) << 32) | np.arange(n, dtype=np.int64)
+            bits = (flat + np.float32(0)).view(np.int32)  # + 0 turns -0.0 into 0.0
+            bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # int32 order == float order
+            keys = np.empty(flat.shape, dtype=np.int64)
+            np.left_shift(np.invert(bits), 32, out=keys, dtype=np.int64, casting="unsafe")  # ascending = best first
+            keys |= np.arange(n, dtype=np.int64)
             keys.sort(axis=1)
             order = keys & 0xFFFFFFFF
         else:
             order = np.argsort(-flat, axis=1, kind="stable")
-        ranks = np.empty(flat.shape, dtype=np.float64)
-        np.put_along_axis(ranks, order, np.arange(1, n + 1, dtype=np.float64)[None, :], axis=1)
-        return ranks.reshape(x.shape)
+        out = np.empty(flat.shape, dtype=per_rank.dtype)
+        np.put_along_axis(out, order, per_rank[None, :], axis=1)
+        return out.reshape(x.shape)
 
     def top_k_mask(self, x: np.ndarray, k: int) -> np.ndarray:
         return top_k_mask(x.reshape(-1, x.shape[-1]), k).reshape(x.shape)
@@ -90,11 +97,13 @@ class TorchOps(NumpyOps):
         return x.cpu().numpy()
 
     def ranks(self, x):
+        return self.rank_scatter(x, np.arange(1, x.shape[-1] + 1, dtype=np.float64))
+
+    def rank_scatter(self, x, per_rank: np.ndarray):
         flat = x.reshape(-1, x.shape[-1])
         order = self.torch.sort(-flat, dim=1, stable=True).indices
-        f64 = self.torch.float64
-        steps = self.torch.arange(1, flat.shape[1] + 1, dtype=f64, device=x.device).expand_as(flat)
-        return self.torch.empty(flat.shape, dtype=f64, device=x.device).scatter_(1, order, steps).reshape(x.shape)
+        values = self.torch.from_numpy(np.ascontiguousarray(per_rank)).to(x.device).expand_as(flat)
+        return self.torch.empty(flat.shape, dtype=values.dtype, device=x.device).scatter_(1, order, values).reshape(x.shape)
 
     def top_k_mask(self, x, k: int):
         flat = x.reshape(-1, x.shape[-1])
