@@ -68,28 +68,30 @@ def _fuse(sims, captions_per_clip: int, kernel, *, rows=None, weights=None, devi
 # --------------------------------------------------------------------------------------------------------
 # score-based methods: --norm applies to every caption row first (default none, like the fork)
 # --------------------------------------------------------------------------------------------------------
+def _reduce_normalised(sims, captions_per_clip: int, how: str, norm: str, opts: dict):
+    """Normalise every caption row, then reduce the K rows of each clip with ``how`` (sum/max/min/median)."""
+    f = get_normalizer(norm)
+    return _fuse(sims, captions_per_clip, lambda ops, x, w: ops.reduce(f(ops, x), how, 1), **opts)
+
+
 def combsum(sims, captions_per_clip, *, norm="none", **opts):
     """CombSum (Fox & Shaw 1994): ``S(d) = sum_k s_k(d)``. The fork's method (sum == mean for ranking)."""
-    f = get_normalizer(norm)
-    return _fuse(sims, captions_per_clip, lambda ops, x, w: ops.reduce(f(ops, x), "sum", 1), **opts)
+    return _reduce_normalised(sims, captions_per_clip, "sum", norm, opts)
 
 
 def combmax(sims, captions_per_clip, *, norm="none", **opts):
     """CombMAX: ``S(d) = max_k s_k(d)``."""
-    f = get_normalizer(norm)
-    return _fuse(sims, captions_per_clip, lambda ops, x, w: ops.reduce(f(ops, x), "max", 1), **opts)
+    return _reduce_normalised(sims, captions_per_clip, "max", norm, opts)
 
 
 def combmin(sims, captions_per_clip, *, norm="none", **opts):
     """CombMIN: ``S(d) = min_k s_k(d)``."""
-    f = get_normalizer(norm)
-    return _fuse(sims, captions_per_clip, lambda ops, x, w: ops.reduce(f(ops, x), "min", 1), **opts)
+    return _reduce_normalised(sims, captions_per_clip, "min", norm, opts)
 
 
 def combmed(sims, captions_per_clip, *, norm="none", **opts):
     """CombMED: ``S(d) = median_k s_k(d)`` (mean of the two middle values when K is even)."""
-    f = get_normalizer(norm)
-    return _fuse(sims, captions_per_clip, lambda ops, x, w: ops.reduce(f(ops, x), "median", 1), **opts)
+    return _reduce_normalised(sims, captions_per_clip, "median", norm, opts)
 
 
 def combmnz(sims, captions_per_clip, *, norm="none", depth=100, **opts):
