@@ -56,9 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model whose predictions become the fusion weights (default: selected, together with the "
                         "feature group and the temperature, among linear and xgboost by fused mAP@10 on the fitting "
                         "split's own cross-fitted predictions; never on test)")
-    w.add_argument("--mapping", default="softmax", choices=MAPPINGS,
-                   help="prediction -> weight: softmax of -pred/T within the clip (default); rank: (K+1-r); "
-                        "fork: r/sum(r), the fork's inverted weights (for comparison)")
+    w.add_argument("--mapping", default="auto", choices=("auto",) + tuple(MAPPINGS),
+                   help="prediction -> weight within the clip: softmax of -pred/T; rank: proportional to K+1-r "
+                        "(r = predicted rank, 1 = best); fork: r/sum(r), the fork's inverted weights (for "
+                        "comparison); auto (default): softmax or rank, whichever fuses best on the fitting split")
     w.add_argument("--temperature", type=float, default=None,
                    help="softmax temperature in target units (default: tuned among 0.125..4 and inf=CombSum by "
                         "fused mAP@10 on the fitting split's own cross-fitted predictions; never on test)")

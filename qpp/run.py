@@ -64,7 +64,7 @@ def parse_list(value: str | Sequence[str], valid: Sequence[str], what: str) -> l
 # ------------------------------------------------------------------------------------------------ pipeline
 def run_qpp(run_dir: str | Path, *, fit_split: str = "val", cv: int | None = None,
             features: Sequence[str] = DEFAULT_FEATURES, models: Sequence[str] = MODELS, ltr: bool = False,
-            seed: int = 0, target: str = "log2_rank", weights_model: str | None = None, mapping: str = "softmax",
+            seed: int = 0, target: str = "log2_rank", weights_model: str | None = None, mapping: str = "auto",
             temperature: float | None = None, device: str = "cpu", out_dir: str | Path | None = None,
             n_resamples: int = 10_000, plots: bool = True, log: Callable[[str], None] = print) -> dict:
     """Fit QPP predictors, evaluate them on test against chance, write weights and fuse. Returns results.json."""
@@ -76,8 +76,8 @@ def run_qpp(run_dir: str | Path, *, fit_split: str = "val", cv: int | None = Non
     models = parse_list(models, MODELS, "model")
     if target not in TARGETS:
         raise UserError(f"unknown target {target}; valid: {', '.join(TARGETS)}")
-    if mapping not in MAPPINGS:
-        raise UserError(f"unknown weight mapping {mapping}; valid: {', '.join(MAPPINGS)}")
+    if mapping not in ("auto",) + MAPPINGS:
+        raise UserError(f"unknown weight mapping {mapping}; valid: auto, {', '.join(MAPPINGS)}")
     if fit_split not in FIT_SPLITS:
         raise UserError(f"unknown fit split {fit_split}; valid: {', '.join(FIT_SPLITS)}")
     all_models = models + ([LTR_MODEL] if ltr else [])
@@ -143,19 +143,21 @@ def run_qpp(run_dir: str | Path, *, fit_split: str = "val", cv: int | None = Non
     # ---- weights: predictor (feature set x model) and temperature selected on the fitting side only
     t0 = time.time()
     pred_w = np.empty(len(y_ev))
-    temps_used, tuning, chosen = [], [], []
+    temps_used, tuning, chosen, mappings_used = [], [], [], []
     weights = np.empty(len(y_ev), dtype=np.float32)
     for fr, er in folds:
-        t_fold, (wf, wm), table = _select_weights(sf_fit, fit_sims, y_fit, fr, k, feature_sets, wmodels, mapping,
-                                                  temperature, seed)
+        (m_fold, t_fold), (wf, wm), table = _select_weights(sf_fit, fit_sims, y_fit, fr, k, feature_sets, wmodels,
+                                                            mapping, temperature, seed)
         tuning.append(table)
         chosen.append((wf, wm))
         temps_used.append(t_fold)
+        mappings_used.append(m_fold)
         pred_w[er] = preds[(wf, wm)][er]
-        weights[er] = weights_from_predictions(pred_w[er], k, mapping, t_fold if mapping == "softmax" else 1.0)
+        weights[er] = weights_from_predictions(pred_w[er], k, m_fold, t_fold if m_fold == "softmax" else 1.0)
     timings["weights_selection"] = time.time() - t0
     temps_json = [t if np.isfinite(t) else ("inf" if t > 0 else None) for t in temps_used]
     t_report = temps_json[0] if len(set(map(str, temps_json))) == 1 else temps_json  # "inf" = plain CombSum
+    w_mapping = _same_or_list(mappings_used)
     w_feat = _same_or_list([c[0] for c in chosen])
     w_model = _same_or_list([c[1] for c in chosen])
 
@@ -168,14 +170,14 @@ def run_qpp(run_dir: str | Path, *, fit_split: str = "val", cv: int | None = Non
         "target": target, "target_higher_is_better": HIGHER_IS_BETTER[target],
         "features": groups, "models": {m: results[(wfeat, m)] for m in all_models},
         "by_features": {f: {m: results[(f, m)] for m in all_models} for f in ("+".join(s) for s in feature_sets)},
-        "weights": {"model": w_model, "features": w_feat, "mapping": mapping, "temperature": t_report,
+        "weights": {"model": w_model, "features": w_feat, "mapping": w_mapping, "temperature": t_report,
                     "selection": tuning},
         "fusion": fusion, "timings_s": {kk: round(v, 3) for kk, v in timings.items()},
     }
     out.mkdir(parents=True, exist_ok=True)
     _write_predictions(out / "predictions.csv", ev_man, k, tg_ev[target], target, preds, wfeat)
     save_npy(out / "weights.npy", weights)
-    write_json(out / "weights.json", {"model": w_model, "features": w_feat, "mapping": mapping,
+    write_json(out / "weights.json", {"model": w_model, "features": w_feat, "mapping": w_mapping,
                                       "temperature": t_report, "target": target, "split": "test",
                                       "run": str(run_dir), "captions_per_clip": k,
                                       "query_ids": list(ev_man.query_ids)})
@@ -206,14 +208,16 @@ def _check_folds(folds, k: int) -> None:
 
 def _select_weights(sf: SplitFeatures, sims: np.ndarray, y: np.ndarray, rows: np.ndarray, k: int,
                     feature_sets, models: Sequence[str], mapping: str, temperature: float | None, seed: int,
-                    criterion: str = "mAP10", n_inner: int = 3) -> tuple[float, tuple[str, str], dict]:
-    """Choose the weights' predictor (feature set x model) and softmax temperature on the fitting rows alone.
+                    criterion: str = "mAP10", n_inner: int = 3) -> tuple[tuple[str, float], tuple[str, str], dict]:
+    """Choose the weights' predictor (feature set x model) and mapping on the fitting rows alone.
 
-    Each candidate is cross-fitted inside ``rows`` (whole clips, ``n_inner`` GroupKFold folds) and scored by the
-    fused ``criterion`` of weighted CombSum on those clips' own sub-collection (their rows x their columns).
-    Predictive accuracy is not the point: a caption that merely agrees with its clip's other captions is
-    predicted good, yet up-weighting it adds no information to the fusion, so the selection is by fused quality.
-    Ties keep the earlier candidate and the larger temperature (closer to plain CombSum).
+    Each candidate predictor is cross-fitted inside ``rows`` (whole clips, ``n_inner`` GroupKFold folds) and
+    scored by the fused ``criterion`` of weighted CombSum on those clips' own sub-collection (their rows x their
+    columns). Mapping candidates: ``softmax`` at each temperature (or the given one) and, with ``auto``, also
+    ``rank``. Predictive accuracy is not the point: a caption that merely agrees with its clip's other captions
+    is predicted good, yet up-weighting it adds no information to the fusion, so the selection is by fused
+    quality. Ties keep the earlier candidate and the larger temperature (closer to plain CombSum).
+    Returns ``((mapping, temperature), (feature set, model), table)``.
     """
     n_groups = len(rows) // k
     inner = group_folds(n_groups, min(n_inner, n_groups), k, seed + 1)
@@ -221,6 +225,10 @@ def _select_weights(sf: SplitFeatures, sims: np.ndarray, y: np.ndarray, rows: np
     sub = sims[np.ix_(rows, clips)]
     temps = [temperature] if temperature is not None else DEFAULT_TEMPERATURES
     best, table = None, {}
+
+    def fused(weights: np.ndarray) -> float:
+        return metrics_from_ranks(fused_ranks(weighted_combsum(sub, k, weights)))[criterion]
+
     for fset in feature_sets:
         fname, blocks = "+".join(fset), expand_groups(fset)
         mats = [build_matrix(blocks, sf, rows[a], sf, rows[b], seed) for a, b in inner]
@@ -228,16 +236,17 @@ def _select_weights(sf: SplitFeatures, sims: np.ndarray, y: np.ndarray, rows: np
             oof = np.empty(len(rows))
             for (a, b), (xf, xe, _) in zip(inner, mats):
                 oof[b] = fit_predict(model, xf, y[rows[a]], xe, k, seed)
-            if mapping == "softmax":
+            scored = []
+            if mapping in ("auto", "softmax"):
                 t, by_t = tune_temperature(oof, sub, k, temps, criterion)
-                score = by_t[str(t)][criterion]
-            else:
-                t = float("nan")
-                score = metrics_from_ranks(fused_ranks(weighted_combsum(
-                    sub, k, weights_from_predictions(oof, k, mapping, 1.0))))[criterion]
-            table[f"{fname}|{model}"] = {"temperature": t if np.isfinite(t) else str(t), criterion: score}
-            if best is None or score > best[0] + 1e-9:
-                best = (score, t, (fname, model))
+                scored.append((by_t[str(t)][criterion], ("softmax", t)))
+            if mapping != "softmax":
+                m = "rank" if mapping == "auto" else mapping
+                scored.append((fused(weights_from_predictions(oof, k, m, 1.0)), (m, float("nan"))))
+            for score, (m, t) in scored:
+                table[f"{fname}|{model}|{m}"] = {"temperature": t if np.isfinite(t) else str(t), criterion: score}
+                if best is None or score > best[0] + 1e-9:
+                    best = (score, (m, t), (fname, model))
     return best[1], best[2], table
 
 

@@ -56,10 +56,11 @@ def test_end_to_end_fit_on_val(run_dir, tmp_path):
     assert len(pred) == 250
     # the weights' predictor was selected on val among (feature set x {linear, xgboost}), never on test
     selection = res["weights"]["selection"][0]
-    assert set(selection) == {f"{f}|{m}" for f in ("score", "variation", "score+variation") for m in ("linear", "xgboost")}
-    assert f"{meta['features']}|{meta['model']}" in selection
+    assert set(selection) == {f"{f}|{m}|{mp}" for f in ("score", "variation", "score+variation")
+                              for m in ("linear", "xgboost") for mp in ("softmax", "rank")}
+    assert f"{meta['features']}|{meta['model']}|{meta['mapping']}" in selection
     # weights follow the chosen predictions: the predicted-best caption gets the largest weight
-    if meta["temperature"] != "inf":  # "inf" = uniform weights (selection chose plain CombSum)
+    if meta["temperature"] != "inf":  # "inf" = uniform softmax weights (selection chose plain CombSum)
         col = f"pred_{meta['model']}" + ("" if meta["features"] == "score+variation" else f"[{meta['features']}]")
         p = pred[col].to_numpy().reshape(50, 5)
         assert np.all(np.argmax(w.reshape(50, 5), axis=1) == np.argmin(p, axis=1))
