@@ -164,5 +164,5 @@ def fork_rank_weights(predicted_ranks: np.ndarray, captions_per_clip: int) -> np
     k = captions_per_clip
     bad = np.flatnonzero((r != np.round(r)) | (r < 1) | (r > k))
     if bad.size:
-        raise ValueError(f"row {bad[0]} holds {r[bad[0]]!r}, not a within-clip rank in 1..{k}")
+        raise ValueError(f"row {bad[0]} holds {float(r[bad[0]]):g}, not a within-clip rank in 1..{k}")
     return r / (k * (k + 1) / 2)
