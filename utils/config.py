@@ -143,22 +143,12 @@ def _resolve_chain(path: Path, schema: dict, schema_file: Path, stack: tuple[Pat
     return merge(parent, data)
 
 
+_JSON_TYPES = ((type(None), "null"), (bool, "bool"), (int, "int"), (float, "float"), (str, "string"),
+               (list, "list"), (dict, "object"))  # bool before int: True is an int to Python
+
+
 def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
+    return next((name for kind, name in _JSON_TYPES if isinstance(value, kind)), type(value).__name__)
 
 
 def _type_ok(value: Any, default: Any) -> bool:
