@@ -83,11 +83,9 @@ def resolve_run(args) -> Path:
             raise UserError(f"{run}: run folder not found")
         return run
     if args.config and args.eval_from_training_config:
-        from utils.config import load_config
-        from utils.paths import experiment_name, newest_complete_run
+        from utils.paths import newest_run_of_config
 
-        config = load_config(args.config, args.custom_args)
-        return newest_complete_run(config["trainer"]["save_dir"], experiment_name(args.config))
+        return newest_run_of_config(args.config, args.custom_args)
     raise UserError("name a run: --run RUN, or --config CFG --eval_from_training_config")
 
 

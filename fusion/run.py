@@ -195,10 +195,8 @@ def _resolve_input(args) -> tuple[np.ndarray, SimsManifest, Path | None, Path]:
     if args.captions_per_clip is not None and not args.sims:
         raise UserError("--captions_per_clip applies to --sims only (a run's manifest says K)")
     if args.config:
-        from utils.config import load_config
-        from utils.paths import experiment_name, newest_complete_run
-        config = load_config(args.config)
-        run_dir = newest_complete_run(config["trainer"]["save_dir"], experiment_name(args.config))
+        from utils.paths import newest_run_of_config
+        run_dir = newest_run_of_config(args.config)
         sims, manifest = load_sims(run_dir, args.split)
         return sims, manifest, run_dir, run_dir
     if args.run:

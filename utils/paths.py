@@ -45,3 +45,11 @@ def newest_complete_run(save_dir: str | os.PathLike, experiment: str) -> Path:
             "train one first with train.py"
         )
     return runs[-1]
+
+
+def newest_run_of_config(config_path: str | os.PathLike, custom_args: str | None = None) -> Path:
+    """The newest complete run of a training config's experiment (``--eval_from_training_config``)."""
+    from utils.config import load_config
+
+    config = load_config(config_path, custom_args)
+    return newest_complete_run(config["trainer"]["save_dir"], experiment_name(config_path))
