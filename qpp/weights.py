@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fusion.methods import combsum, rrf, weighted_combsum  # noqa: F401  (re-exported for the QPP pipeline)
 from qpp.evaluate import group_ranks
 from retrieval.metrics import gt_ranks_t2a, metrics_from_ranks
 
@@ -45,36 +46,6 @@ def weights_from_predictions(pred_bad: np.ndarray, k: int, mapping: str = "softm
     else:
         raise ValueError(f"unknown weight mapping {mapping!r}; valid: {', '.join(MAPPINGS)}")
     return w.ravel().astype(np.float32)
-
-
-def weighted_combsum(sims: np.ndarray, k: int, weights: np.ndarray) -> np.ndarray:
-    """``(N, N)``: row i = Σ_k w[i·K+k] · sims[i·K+k] (fusion.methods.weighted_combsum when available)."""
-    try:
-        from fusion.methods import weighted_combsum as _wcs
-        return np.asarray(_wcs(sims, k, weights))
-    except ImportError:
-        s = np.asarray(sims, dtype=np.float32)
-        w = np.asarray(weights, dtype=np.float32).reshape(-1, k, 1)
-        return (s.reshape(-1, k, s.shape[1]) * w).sum(axis=1)
-
-
-def combsum(sims: np.ndarray, k: int) -> np.ndarray:
-    try:
-        from fusion.methods import combsum as _cs
-        return np.asarray(_cs(sims, k))
-    except ImportError:
-        s = np.asarray(sims, dtype=np.float32)
-        return s.reshape(-1, k, s.shape[1]).sum(axis=1)
-
-
-def rrf(sims: np.ndarray, k: int, rrf_k: int = 60) -> np.ndarray:
-    try:
-        from fusion.methods import rrf as _rrf
-        return np.asarray(_rrf(sims, k, k=rrf_k))
-    except ImportError:
-        s = np.asarray(sims, dtype=np.float32)
-        ranks = np.argsort(np.argsort(-s, axis=1, kind="stable"), axis=1, kind="stable") + 1
-        return (1.0 / (ranks + rrf_k)).reshape(-1, k, s.shape[1]).sum(axis=1)
 
 
 def fused_ranks(fused: np.ndarray) -> np.ndarray:
