@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fusion.normalize import NumpyOps
 from retrieval.metrics import _row_block
 
 FEATURE_GROUPS = ("text", "minilm", "lexical", "score", "variation")
@@ -232,8 +233,8 @@ def variation_features(sims: np.ndarray, k: int) -> np.ndarray:
             inter = np.einsum("gin,gjn->gij", member, member)
             inter[:, eye] = 0.0
             feats.append((inter.sum(axis=2) / (k - 1) / m).ravel())
-        # Spearman = Pearson of row ranks
-        r = np.argsort(np.argsort(s, axis=1), axis=1).astype(np.float64)
+        # Spearman = Pearson of row ranks (one sort per row; the rank direction does not change a correlation)
+        r = _ROW_OPS.ranks(np.asarray(sims[rows]))
         feats.append(_mean_sibling_corr(r.reshape(g, k, n_c), eye, k))
         zc = _center_unit(s3)
         total = s3.sum(axis=1, keepdims=True)
@@ -252,6 +253,9 @@ def variation_features(sims: np.ndarray, k: int) -> np.ndarray:
         feats.append((sp[:, 0] - mu) / np.where(sd > 0, sd, 1.0))
         out[rows] = np.column_stack(feats)
     return out
+
+
+_ROW_OPS = NumpyOps()
 
 
 def _center_unit(a: np.ndarray) -> np.ndarray:
