@@ -17,6 +17,7 @@ Expert frames are truncated to ``max_tokens[expert]`` keeping the first frames a
 from __future__ import annotations
 
 import pickle
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from data.finite import check_expert_rows, check_tail, check_text_rows
+from data.hickle_io import read_hickle_dict
+from data.textfile import read_utf8
 from utils.errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -139,6 +143,7 @@ def load_clotho(config: dict, splits: Sequence[str]) -> dict[str, SplitData]:
                 data.text_lens[i, k] = _copy_truncated(
                     data.text[i, k], arr, f"{text_path}: clip '{cid}' caption {k}", f"text_feat '{text_feat}'",
                     "empty token array (need >= 1 token)")
+        check_text_rows(text_path, split, data.clip_ids, data.text)
     del text
 
     # experts
@@ -146,13 +151,15 @@ def load_clotho(config: dict, splits: Sequence[str]) -> dict[str, SplitData]:
         path = root / EXPERT_PATHS[expert]
         values = read_hickle_subset(path, wanted)
         absent = {s: [cid for cid in ids if cid not in values] for s, ids in lists.items()}
-        if not allow_missing:
-            for split, miss in absent.items():
-                if miss:
-                    raise UserError(
-                        f"{path}: {len(miss)} clips of {split}_list.txt missing (first: {_first(miss)}); a clip "
-                        "without this expert must be stored as a NaN scalar, or set "
-                        "data_loader.args.allow_missing_experts=true")
+        for split, miss in absent.items():
+            if miss and not allow_missing:
+                raise UserError(
+                    f"{path}: {len(miss)} clips of {split}_list.txt missing (first: {_first(miss)}); a clip "
+                    "without this expert must be stored as a NaN scalar, or set "
+                    "data_loader.args.allow_missing_experts=true")
+            if miss:  # allowed, but never silent
+                print(f"{path}: {len(miss)} clips of {split}_list.txt absent, treated as missing this expert "
+                      f"(allow_missing_experts; first: {_first(miss)})", file=sys.stderr, flush=True)
         for split, data in out.items():
             buf, ind = data.experts[expert], data.ind[expert]
             for i, cid in enumerate(data.clip_ids):
@@ -164,6 +171,7 @@ def load_clotho(config: dict, splits: Sequence[str]) -> dict[str, SplitData]:
                 _copy_truncated(buf[i], value, f"{path}: clip '{cid}'", f"expert '{expert}'",
                                 "no frames (T = 0); store NaN for a missing clip")
                 ind[i] = True
+            check_expert_rows(path, split, data.clip_ids, buf, ind, f"expert '{expert}' features")
         del values
     return out
 
@@ -172,9 +180,7 @@ def load_clotho(config: dict, splits: Sequence[str]) -> dict[str, SplitData]:
 # readers
 # ----------------------------------------------------------------------------------------------------------------
 def read_split_list(path: Path) -> list[str]:
-    if not path.is_file():
-        raise UserError(f"{path}: split list not found")
-    ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    ids = [line.strip() for line in read_utf8(path, "split list").splitlines()]
     ids = [cid for cid in ids if cid]
     if not ids:
         raise UserError(f"{path}: empty split list")
@@ -198,60 +204,16 @@ def read_pickle(path: Path) -> dict:
 
 
 def read_hickle_subset(path: Path, ids: Iterable[str]) -> dict[str, Any]:
-    """Values of ``ids`` in a hickle dict file (absent ids are left out).
+    """Values of ``ids`` in a hickle dict file (hickle 4 or 5; absent ids are left out; see data/hickle_io.py).
 
-    Fast path for hickle 5 files: read only the wanted datasets with h5py (low memory, no Python objects for the
-    other splits). Anything unexpected (hickle 4 files, other key encodings) falls back to ``hickle.load``.
+    Never silently empty: a file that holds none of the wanted clips is an error naming the file.
     """
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
     ids = list(ids)
-    try:
-        fast = _read_hickle5_subset(path, ids)
-    except UserError:
-        raise
-    except Exception:  # noqa: BLE001 - any surprise in the fast path: use the reference reader
-        fast = None
-    if fast is not None and len(fast) == len(ids):
-        return fast
-    import hickle
-
-    try:
-        data = hickle.load(str(path))
-    except Exception as err:  # noqa: BLE001
-        raise UserError(f"{path}: cannot be read with hickle ({type(err).__name__}: {err})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a hickled dict clip_id -> array, got {type(data).__name__}")
-    return {cid: data[cid] for cid in ids if cid in data}
-
-
-def _read_hickle5_subset(path: Path, ids: list[str]) -> dict[str, Any] | None:
-    import h5py
-
-    try:
-        fh = h5py.File(path, "r")
-    except OSError:
-        raise UserError(f"{path}: not an HDF5/hickle file") from None
-    with fh:
-        if not str(fh.attrs.get("HICKLE_VERSION", "")).startswith("5.") or "data" not in fh:
-            return None
-        group = fh["data"]
-        if not isinstance(group, h5py.Group):
-            return None
-        out: dict[str, Any] = {}
-        for cid in ids:
-            name = f'"{cid}"'
-            if name not in group:
-                continue
-            node = group[name]
-            if not isinstance(node, h5py.Dataset):
-                return None
-            if node.shape == ():
-                value = node[()]
-                out[cid] = float(value) if np.isscalar(value) else value
-            else:
-                out[cid] = node[()]
-        return out
+    values = read_hickle_dict(path, ids)
+    if ids and not values:
+        raise UserError(f"{path}: holds none of the {len(ids)} clips of the split lists (first wanted: "
+                        f"{_first(ids)}); wrong file, or clip ids that differ from the lists")
+    return values
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -307,6 +269,8 @@ def _copy_truncated(dest: np.ndarray, value: Any, where: str, what: str, empty: 
         raise UserError(f"{where}: {empty}")
     n = min(arr.shape[0], dest.shape[0])
     dest[:n] = arr[:n]
+    if arr.shape[0] > n:
+        check_tail(where, arr, n)
     return n
 
 
@@ -354,8 +318,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
     from utils.errors import run_cli
 
     sys.exit(run_cli(main))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
 import pickle
 import re
@@ -27,6 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
+from data.textfile import read_utf8
 from utils.errors import UserError, run_cli
 from utils.io import atomic_path, write_text
 
@@ -106,10 +108,16 @@ def token_embeddings(captions: list[str], batch_size: int = 128, progress: bool 
 def read_caption_csv(path: str | os.PathLike) -> dict[str, list[str]]:
     """The fork's caption CSV -> {file_name: [5 caption strings]} in file order; validated."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
+    text = read_utf8(path, "caption CSV")  # UTF-8 only (one-line error otherwise); a spreadsheet's BOM is dropped
+    try:
+        return _parse_caption_csv(path, text)
+    except csv.Error as err:
+        raise UserError(f"{path}: not a valid CSV ({err})") from None
+
+
+def _parse_caption_csv(path: Path, text: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
+    with io.StringIO(text, newline="") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
