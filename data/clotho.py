@@ -268,7 +268,8 @@ def _copy_truncated(dest: np.ndarray, value: Any, where: str, what: str, empty: 
     if arr.shape[0] == 0:
         raise UserError(f"{where}: {empty}")
     n = min(arr.shape[0], dest.shape[0])
-    dest[:n] = arr[:n]
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf: refused by data.finite after
+        dest[:n] = arr[:n]
     if arr.shape[0] > n:
         check_tail(where, arr, n)
     return n

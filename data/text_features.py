@@ -108,7 +108,7 @@ def token_embeddings(captions: list[str], batch_size: int = 128, progress: bool 
 def read_caption_csv(path: str | os.PathLike) -> dict[str, list[str]]:
     """The fork's caption CSV -> {file_name: [5 caption strings]} in file order; validated."""
     path = Path(path)
-    text = read_utf8(path, "caption CSV")  # UTF-8 only (one-line error otherwise); a spreadsheet's BOM is dropped
+    text = read_utf8(path, "file")  # UTF-8 only (one-line error otherwise); a spreadsheet's BOM is dropped
     try:
         return _parse_caption_csv(path, text)
     except csv.Error as err:

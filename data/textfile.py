@@ -19,6 +19,11 @@ def read_utf8(path: Path, what: str = "file") -> str:
         raw = path.read_bytes()
     except OSError as err:
         raise UserError(f"{path}: cannot be read ({err.strerror or err})") from None
+    if b"\x00" in raw:
+        at = raw.index(b"\x00")
+        line = raw[:at].count(b"\n") + 1
+        raise UserError(f"{path}: line {line}: not UTF-8 text (NUL byte at offset {at}: a binary or UTF-16 file?); "
+                        "save the file as UTF-8")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:

@@ -204,18 +204,24 @@ def test_allow_missing_experts_reports_absent_clips(tmp_path, capsys):
     assert f"{path}: 1 clips of test_list.txt absent, treated as missing" in err
 
 
-@pytest.mark.parametrize("entry", ["train.py", "data.clotho"])
-def test_truncated_hickle_via_the_real_cli(tmp_path, entry):
+def test_truncated_hickle_via_the_real_process(tmp_path):
     data_dir = copy_fixture(tmp_path / "d")
     path = data_dir / "structured-symlinks" / EXPERT_FILES["vggsound"]
     _truncate(path, 0.5)
-    save = tmp_path / "saved"
-    if entry == "train.py":
-        args = ["train.py", "--config", str(FIXTURE_CONFIG), "--device", "cpu", "--quiet", "--custom_args",
-                f"data_loader.args.data_dir={data_dir},trainer.save_dir={save}"]
-    else:
-        args = ["-m", "data.clotho", *cli_args(data_dir)]
-    proc = run_module(args)
+    proc = run_module(["-m", "data.clotho", *cli_args(data_dir)])
     assert proc.returncode == 2, proc.stderr
     assert_one_line_error(proc.stderr, str(path))
+
+
+def test_truncated_hickle_stops_train_py_before_any_output(tmp_path, capsys):
+    import train
+
+    data_dir = copy_fixture(tmp_path / "d")
+    path = data_dir / "structured-symlinks" / EXPERT_FILES["audio"]
+    _truncate(path, 0.5)
+    save = tmp_path / "saved"
+    rc = run_cli(train.main, ["--config", str(FIXTURE_CONFIG), "--device", "cpu", "--quiet", "--custom_args",
+                              f"data_loader.args.data_dir={data_dir},trainer.save_dir={save}"])
+    assert rc == 2
+    assert_one_line_error(capsys.readouterr().err, str(path))
     assert not save.exists()
