@@ -13,6 +13,10 @@ False. A clip absent from an expert file is an error (it is almost always an id 
 ``data_loader.args.allow_missing_experts`` is true, in which case it is treated like the NaN convention.
 Expert frames are truncated to ``max_tokens[expert]`` keeping the first frames and zero padded; caption tokens to
 ``max_tokens["text"]``. Pickles are read with latin1 encoding, as the original did.
+
+Nothing is accepted silently (docs/DATA.md): hickle 4 and hickle 5 files are read by data.hickle_io (an unreadable
+file, or one holding none of the listed clips, is a one-line error naming it); NaN / +-inf inside features or word
+vectors are refused naming the file and clip (data.finite); split lists must be UTF-8 (a BOM is dropped).
 """
 from __future__ import annotations
 
