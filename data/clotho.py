@@ -267,6 +267,8 @@ def _copy_truncated(dest: np.ndarray, value: Any, where: str, what: str, empty: 
     Truncation keeps the first frames / tokens, as the original loader does (SPEC §1.3).
     """
     arr = np.asarray(value)
+    if arr.dtype.kind not in "fiub":
+        raise UserError(f"{where}: values of dtype {arr.dtype}, expected numbers for {what}")
     if arr.ndim != 2 or arr.shape[1] != dest.shape[1]:
         raise UserError(f"{where}: shape {arr.shape}, expected (T, {dest.shape[1]}) for {what}")
     if arr.shape[0] == 0:

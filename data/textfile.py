@@ -13,6 +13,8 @@ from utils.errors import UserError
 def read_utf8(path: Path, what: str = "file") -> str:
     """The text of ``path`` decoded as UTF-8 (BOM dropped); UserError naming the path, line and byte otherwise."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, expected a {what}")
     if not path.is_file():
         raise UserError(f"{path}: {what} not found")
     try:

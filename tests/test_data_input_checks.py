@@ -216,7 +216,21 @@ def test_unreadable_split_list_is_one_line(tmp_path, capsys):
     path.unlink()
     path.mkdir()  # a folder where the list should be
     assert run_cli(clotho_main, cli_args(data_dir)) == 2
-    assert_one_line_error(capsys.readouterr().err, str(path))
+    assert_one_line_error(capsys.readouterr().err, str(path), "is a folder")
+
+
+@pytest.mark.parametrize("value", [np.array([["a"] * 300]), np.array([[None] * 300], dtype=object)])
+def test_word_vectors_that_are_not_numbers_are_named(tmp_path, capsys, value):
+    data_dir = copy_fixture(tmp_path / "d")
+    path = _root(data_dir) / W2V_FILE
+    with open(path, "rb") as fh:
+        w2v = pickle.load(fh, encoding="latin1")
+    cid = PROVENANCE["splits"]["val"][1]
+    w2v[cid][4] = value
+    with open(path, "wb") as fh:
+        pickle.dump(w2v, fh, protocol=3)
+    assert run_cli(clotho_main, cli_args(data_dir)) == 2
+    assert_one_line_error(capsys.readouterr().err, str(path), f"'{cid}' caption 4", "dtype")
 
 
 CSV_HEADER = "file_name,caption_1,caption_2,caption_3,caption_4,caption_5\n"
