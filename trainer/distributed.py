@@ -241,10 +241,12 @@ class DistContext:
 
     # -- writes
     def save_checkpoint(self, path, payload: dict[str, Any]) -> None:
-        """Rank 0 writes; every rank holds the same state."""
+        """Rank 0 writes (every rank holds the same state); no rank goes on before the file is in place."""
         if self.is_writer:
             from trainer.checkpoint import save_checkpoint
             save_checkpoint(path, payload)
+        if self.active:
+            dist.barrier()
 
 
 def _bounds(n: int, world: int) -> list[tuple[int, int]]:
