@@ -74,6 +74,9 @@ def test_two_processes_follow_one_process_and_resume(tiny_config, tiny_config_pa
     runs = json.loads(out.read_text())
     full, stopped = Path(runs["full"]), Path(runs["stopped"])
     assert runs["world_size"] == 2 and runs["ranks"] == [0, 1]
+    # float64, one step: the distributed loss and every parameter gradient are the one-process ones
+    assert set(runs["grad_errors"]) == {"2", "3", "25"}
+    assert all(loss < 1e-12 and grad < 1e-9 for loss, grad in runs["grad_errors"].values()), runs["grad_errors"]
 
     # Rank 0 alone wrote: one folder per run, the log says 2 processes, one line of output (the resumed run).
     assert sorted(p.name for p in full.parent.iterdir()) == sorted([full.name, stopped.name])
@@ -119,6 +122,43 @@ def test_global_batchnorm_without_a_process_group_is_batchnorm():
 
 
 # ---------------------------------------------------------------------------------------------- 2-process worker
+def _float64_step_errors(cfg: dict, device: torch.device) -> dict[str, list[float]]:
+    """One training step's loss and gradients, distributed vs one process, in float64 (where the two computations
+    agree to ~1e-13, so any real difference stands out): {n clips: [loss rel. error, worst grad rel. error]}.
+    n = 3 puts 2 clips on rank 0 and 1 on rank 1 (the case where autograd hands two BatchNorm biases one tensor)."""
+    from model.build import build_model
+    from model.loss import MaxMarginRankingLoss
+    from trainer.distributed import current_context
+    from trainer.trainer import load_splits, make_batch, set_seeds
+
+    ctx = current_context()
+    set_seeds(0)
+    ref = build_model(cfg).double()
+    model = ctx.prepare_model(copy.deepcopy(ref))
+    train_split = load_splits(cfg, ["train"])["train"]
+    criterion = MaxMarginRankingLoss()
+    errors = {}
+    for n in (2, 3, 25):
+        idx, caps = np.arange(n) * 2, np.arange(n) % 5
+        losses = []
+        for net, (i, c), forward in ((ref, (idx, caps), lambda net, *b: net(*b)),
+                                     (model, ctx.shard(idx, caps), lambda net, *b: ctx.sims(net, *b))):
+            experts, ind, text, lens = make_batch(train_split, i, c, device)
+            experts = {m: t.double() for m, t in experts.items()}
+            net.zero_grad(set_to_none=True)
+            loss = criterion(forward(net, experts, ind, text.double(), lens))
+            loss.backward()
+            losses.append(float(loss))
+        ctx.sync_gradients(model)
+        # relative to each gradient, floored at 1e-3 of the whole gradient's norm: the biases that feed a
+        # BatchNorm have a gradient of exactly 0 in exact arithmetic (rounding noise only)
+        floor = 1e-3 * float(torch.cat([p.grad.reshape(-1) for p in ref.parameters()]).norm())
+        worst = max(float((p.grad - q.grad).norm()) / max(float(p.grad.norm()), floor)
+                    for p, q in zip(ref.parameters(), model.parameters()))
+        errors[str(n)] = [abs(losses[0] - losses[1]) / losses[0], worst]
+    return errors
+
+
 def _worker(cfg_path: str, config_name: str, out: str) -> None:
     """One rank of the 2-process job (run by torchrun): a full run, a run stopped after epoch 1, its resume."""
     import torch.distributed as dist
@@ -130,15 +170,35 @@ def _worker(cfg_path: str, config_name: str, out: str) -> None:
     device = init_distributed(torch.device("cpu"))
     assert dist.get_backend() == "gloo"
     cfg = json.loads(Path(cfg_path).read_text())
+    grad_errors = _float64_step_errors(cfg, device)
     full = fit(json.loads(json.dumps(cfg)), config_name, device, quiet=True, threads=1)
     stopped = fit(json.loads(json.dumps(cfg)), config_name, device, quiet=True, threads=1, stop_after_epochs=1)
     ranks = [None, None]
     dist.all_gather_object(ranks, dist.get_rank())
     if dist.get_rank() == 0:
-        Path(out).write_text(json.dumps({"full": str(full), "stopped": str(stopped),
+        Path(out).write_text(json.dumps({"full": str(full), "stopped": str(stopped), "grad_errors": grad_errors,
                                          "world_size": dist.get_world_size(), "ranks": ranks}))
     train.main(["--resume", str(stopped), "--device", "cpu", "--threads", "1", "--quiet"])  # leaves the group
 
 
+def _compare(a: str, b: str, rtol: str) -> None:
+    """``python tests/test_distributed.py --compare RUN_A RUN_B RTOL``: print the largest differences between two
+    run folders and exit 1 unless they agree within ``RTOL`` (docs/DISTRIBUTED.md: the GPU check)."""
+    ma, mb = _metrics(Path(a)), _metrics(Path(b))
+    loss = max(abs(x["train_loss"] - y["train_loss"]) / abs(x["train_loss"])
+               for x, y in zip(ma["history"], mb["history"]))
+    sims = float(np.abs(np.load(Path(a) / "sims" / "test.npy") - np.load(Path(b) / "sims" / "test.npy")).max())
+    print(f"train_loss max relative difference {loss:.2e}; test sims max abs difference {sims:.2e}")
+    for d in ("t2a", "a2t"):
+        print(d, {k: (round(ma["test"][d][k], 4), round(mb["test"][d][k], 4)) for k in ("R1", "R5", "R10", "MedR")})
+    try:
+        _assert_close_runs(Path(a), Path(b), float(rtol))
+    except AssertionError as err:
+        sys.exit(f"DIFFERENT (rtol {rtol}): {str(err).splitlines()[0]}")
+    print(f"SAME within rtol {rtol}")
+
+
 if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--worker":
     _worker(*sys.argv[2:])
+elif __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--compare":
+    _compare(*sys.argv[2:])

@@ -231,13 +231,20 @@ class DistContext:
         """Sum the parameter gradients over ranks and divide by W (= the one-process gradient, see module doc)."""
         if not self.active:
             return
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        works = [dist.all_reduce(g, async_op=True) for g in grads]
-        for w in works:
-            w.wait()
-        if self.world_size > 1:
-            for g in grads:
-                g.div_(self.world_size)
+        groups: dict[tuple, list[nn.Parameter]] = {}
+        for p in model.parameters():
+            if p.grad is not None:
+                groups.setdefault((p.grad.dtype, p.grad.device), []).append(p)
+        for params in groups.values():
+            # One flat copy per dtype/device: autograd may hand two parameters the same gradient tensor (e.g. the
+            # biases of two BatchNorms whose outputs are added, with one row on this rank), so reducing the
+            # .grad tensors in place would reduce that storage twice.
+            flat = torch.cat([p.grad.reshape(-1) for p in params])
+            dist.all_reduce(flat)
+            if self.world_size > 1:
+                flat.div_(self.world_size)
+            for p, g in zip(params, flat.split([p.numel() for p in params])):
+                p.grad = g.view_as(p)
 
     # -- writes
     def save_checkpoint(self, path, payload: dict[str, Any]) -> None:
