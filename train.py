@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python train.py",
         description="Train the CE / MoEE model, select the best epoch on val (t2a geometric mean of R1/R5/R10), "
                     "evaluate it on test with all 5 captions and write data/saved/<experiment>/<run-id>/ "
-                    "(config.json, trained_model.pth, sims/<split>.npy+.json, train.log, metrics.json last).")
+                    "(config.json, trained_model.pth, sims/<split>.npy+.json, train.log, metrics.json last). "
+                    "Data-parallel: torchrun --nproc_per_node N train.py ... (gloo on CPU, NCCL on CUDA; the global "
+                    "batch stays the config's batch_size; docs/DISTRIBUTED.md).")
     p.add_argument("--config", help="config JSON, e.g. configs/clotho/train-vggish-vggsound.json "
                                     "(optional with --resume: the run's config.json is used)")
     p.add_argument("--device", default=None,

@@ -194,7 +194,7 @@ def _compare(a: str, b: str, rtol: str) -> None:
     try:
         _assert_close_runs(Path(a), Path(b), float(rtol))
     except AssertionError as err:
-        sys.exit(f"DIFFERENT (rtol {rtol}): {str(err).splitlines()[0]}")
+        sys.exit(f"DIFFERENT (rtol {rtol}): {(str(err).splitlines() or ['best_epoch or params'])[0]}")
     print(f"SAME within rtol {rtol}")
 
 

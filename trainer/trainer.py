@@ -200,8 +200,9 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
         run_dir = Path(resume)
         _check_resumable(run_dir, config, chash)
         ckpt = load_checkpoint(run_dir / LAST_NAME)
-        for stale in run_dir.rglob(".*.tmp*") if ddp.is_writer else []:  # temporaries of writes interrupted by the kill
-            stale.unlink(missing_ok=True)
+        for stale in run_dir.rglob(".*.tmp*"):  # temporaries of writes interrupted by the kill
+            if ddp.is_writer:
+                stale.unlink(missing_ok=True)
     else:
         if config_path is None:
             raise UserError("fit: config_path is required for a new run")
@@ -226,8 +227,8 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
     if ckpt is None and ddp.is_writer:
         run_dir = make_run_dir(trainer_cfg["save_dir"], experiment_name(config_path), seed)
         write_json(run_dir / "config.json", config)
-    if ckpt is None:
-        run_dir = ddp.share_path(run_dir if ddp.is_writer else None)
+    if ckpt is None and ddp.active:
+        run_dir = ddp.share_path(run_dir if ddp.is_writer else None)  # rank 0's new folder, on every rank
     logger = _make_logger(run_dir, quiet) if ddp.is_writer else _silent_logger()
     try:
         return _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop_after_epochs,
