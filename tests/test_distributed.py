@@ -1,7 +1,8 @@
 """Data-parallel training (trainer/distributed.py): 2 CPU processes (torchrun, gloo) follow one process.
 
-The 2-process job runs in a subprocess (``torchrun ... tests/test_distributed.py --worker``) so that this pytest
-process never joins a process group. It trains a small CE model (every BatchNorm path of the CE head) with an
+The 2-process job runs in a subprocess (``python tests/test_distributed.py --launch 2 ...``, which starts the ranks
+as torchrun does, from the environment, but forks them after one import of torch) so that this pytest process
+never joins a process group. It trains a small CE model (every BatchNorm path of the CE head) with an
 odd global batch (25 -> shards of 13 and 12 clips), then a run stopped after epoch 1 and resumed through
 ``train.main(["--resume", ...])`` in the same 2 processes.
 """
@@ -67,8 +68,7 @@ def test_two_processes_follow_one_process_and_resume(tiny_config, tiny_config_pa
     cfg_path.write_text(json.dumps(_small(copy.deepcopy(tiny_config), tmp_path / "two")))
     out = tmp_path / "runs.json"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(Path(__file__)), "--worker", str(cfg_path), str(tiny_config_path), str(out)]
+    cmd = [sys.executable, str(Path(__file__)), "--launch", "2", str(cfg_path), str(tiny_config_path), str(out)]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     runs = json.loads(out.read_text())
@@ -148,7 +148,7 @@ def _float64_step_errors(cfg: dict, device: torch.device) -> dict[str, list[floa
             net.zero_grad(set_to_none=True)
             loss = criterion(forward(net, experts, ind, text.double(), lens))
             loss.backward()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         ctx.sync_gradients(model)
         # relative to each gradient, floored at 1e-3 of the whole gradient's norm: the biases that feed a
         # BatchNorm have a gradient of exactly 0 in exact arithmetic (rounding noise only)
@@ -198,7 +198,43 @@ def _compare(a: str, b: str, rtol: str) -> None:
     print(f"SAME within rtol {rtol}")
 
 
-if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--worker":
-    _worker(*sys.argv[2:])
+def _launch(world: str, *worker_args: str) -> None:
+    """``torchrun --standalone --nproc_per_node WORLD`` for :func:`_worker`, with one import: the ranks are forked
+    after torch and the project are imported (three imports of torch took most of this test's time on a loaded
+    2-core machine). Each rank joins the group from RANK/WORLD_SIZE/LOCAL_RANK/MASTER_* as under torchrun. If a
+    rank fails, the others (waiting in a collective) are stopped."""
+    import multiprocessing
+    import socket
+    import time
+
+    import train  # noqa: F401  (inherited by the forked ranks)
+    from trainer import trainer  # noqa: F401
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ranks = []
+    for rank in range(int(world)):
+        env = {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": world,
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        ranks.append(multiprocessing.get_context("fork").Process(target=_rank, args=(env, worker_args)))
+        ranks[-1].start()
+    while any(p.is_alive() for p in ranks) and not any(p.exitcode for p in ranks):
+        time.sleep(0.05)
+    for p in ranks:
+        if p.is_alive():
+            p.terminate()
+        p.join()
+    if any(p.exitcode for p in ranks):
+        sys.exit(f"ranks exited with {[p.exitcode for p in ranks]}")
+
+
+def _rank(env: dict[str, str], worker_args: tuple[str, ...]) -> None:
+    os.environ.update(env)
+    _worker(*worker_args)
+
+
+if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "--launch":
+    _launch(*sys.argv[2:])
 elif __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--compare":
     _compare(*sys.argv[2:])
