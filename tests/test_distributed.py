@@ -77,6 +77,7 @@ def test_two_processes_follow_one_process_and_resume(tiny_config, tiny_config_pa
     # float64, one step: the distributed loss and every parameter gradient are the one-process ones
     assert set(runs["grad_errors"]) == {"2", "3", "25"}
     assert all(loss < 1e-12 and grad < 1e-9 for loss, grad in runs["grad_errors"].values()), runs["grad_errors"]
+    assert runs["drift"] == "distributed: rank 1's w differs from rank 0's (the replicas drifted)"
 
     # Rank 0 alone wrote: one folder per run, the log says 2 processes, one line of output (the resumed run).
     assert sorted(p.name for p in full.parent.iterdir()) == sorted([full.name, stopped.name])
@@ -164,7 +165,7 @@ def _worker(cfg_path: str, config_name: str, out: str) -> None:
     import torch.distributed as dist
 
     import train
-    from trainer.distributed import init_distributed
+    from trainer.distributed import current_context, init_distributed
     from trainer.trainer import fit
 
     device = init_distributed(torch.device("cpu"))
@@ -175,8 +176,13 @@ def _worker(cfg_path: str, config_name: str, out: str) -> None:
     stopped = fit(json.loads(json.dumps(cfg)), config_name, device, quiet=True, threads=1, stop_after_epochs=1)
     ranks = [None, None]
     dist.all_gather_object(ranks, dist.get_rank())
+    try:  # weights that differ between ranks are refused (per-rank randomness would make them drift)
+        current_context().check_replicas({"w": torch.tensor([1.0, 2.0 + dist.get_rank()])})
+        drift = "not caught"
+    except RuntimeError as err:
+        drift = str(err)
     if dist.get_rank() == 0:
-        Path(out).write_text(json.dumps({"full": str(full), "stopped": str(stopped), "grad_errors": grad_errors,
+        Path(out).write_text(json.dumps({"full": str(full), "stopped": str(stopped), "grad_errors": grad_errors, "drift": drift,
                                          "world_size": dist.get_world_size(), "ranks": ranks}))
     train.main(["--resume", str(stopped), "--device", "cpu", "--threads", "1", "--quiet"])  # leaves the group
 

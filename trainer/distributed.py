@@ -246,9 +246,25 @@ class DistContext:
             for p, g in zip(params, flat.split([p.numel() for p in params])):
                 p.grad = g.view_as(p)
 
+    def check_replicas(self, state: dict[str, torch.Tensor], rtol: float = 1e-6) -> None:
+        """Raise if this rank's weights or BN statistics drifted from rank 0's. They stay bit-identical by
+        construction (identical reduced gradients and statistics); per-rank randomness, e.g. dropout, would break
+        that silently, so it is checked once per epoch (two float64 sums per tensor)."""
+        sums = torch.stack([torch.stack([t.double().sum(), t.double().square().sum()]) for t in state.values()])
+        everyone = [torch.empty_like(sums) for _ in range(self.world_size)]
+        dist.all_gather(everyone, sums)
+        ref = everyone[0]
+        for rank, other in enumerate(everyone[1:], start=1):
+            bad = ~torch.isclose(other, ref, rtol=rtol, atol=0, equal_nan=True)
+            if bool(bad.any()):
+                name = list(state)[int(bad.any(dim=1).nonzero()[0])]
+                raise RuntimeError(f"distributed: rank {rank}'s {name} differs from rank 0's (the replicas drifted)")
+
     # -- writes
     def save_checkpoint(self, path, payload: dict[str, Any]) -> None:
         """Rank 0 writes (every rank holds the same state); no rank goes on before the file is in place."""
+        if self.active:
+            self.check_replicas(payload["model"])
         if self.is_writer:
             from trainer.checkpoint import save_checkpoint
             save_checkpoint(path, payload)
