@@ -2,6 +2,7 @@
 
     python train.py --config configs/clotho/train-vggish-vggsound.json --device cpu --seeds 0,1,2
     python train.py --resume data/saved/<experiment>/<run-id>          # continue a killed run
+    torchrun --standalone --nproc_per_node 2 train.py --config ... --device cpu   # data-parallel (docs/DISTRIBUTED.md)
 """
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python train.py",
         description="Train the CE / MoEE model, select the best epoch on val (t2a geometric mean of R1/R5/R10), "
                     "evaluate it on test with all 5 captions and write data/saved/<experiment>/<run-id>/ "
-                    "(config.json, trained_model.pth, sims/<split>.npy+.json, train.log, metrics.json last).")
+                    "(config.json, trained_model.pth, sims/<split>.npy+.json, train.log, metrics.json last). "
+                    "Data-parallel: torchrun --nproc_per_node N train.py ... (gloo on CPU, NCCL on CUDA; the global "
+                    "batch stays the config's batch_size; docs/DISTRIBUTED.md).")
     p.add_argument("--config", help="config JSON, e.g. configs/clotho/train-vggish-vggsound.json "
                                     "(optional with --resume: the run's config.json is used)")
     p.add_argument("--device", default=None,
@@ -51,15 +54,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    from trainer.distributed import init_distributed, shutdown_distributed
+    from trainer.trainer import resolve_device
+
+    device = init_distributed(resolve_device(args.device))  # under torchrun: join the group, device of this rank
+    try:
+        _main(args, device)
+    finally:
+        shutdown_distributed()
+
+
+def _main(args: argparse.Namespace, device) -> None:
     from pathlib import Path
 
-    from trainer.trainer import fit, resolve_device, summarise_runs
+    from trainer.distributed import current_context
+    from trainer.trainer import fit, summarise_runs
     from utils.config import load_config
     from utils.io import read_json
 
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads: {args.threads}: must be >= 1")
-    device = resolve_device(args.device)
+    say = print if current_context().is_writer else (lambda *a, **k: None)  # distributed: rank 0 prints
     overrides = [args.custom_args] if args.custom_args else []
     if args.epochs is not None:
         if args.epochs < 1:
@@ -83,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 raise UserError("--custom_args/--epochs/--mini_train need --config when resuming")
             config = read_json(run_dir / "config.json")
         out = fit(config, args.config, device, resume=run_dir, quiet=args.quiet, threads=args.threads)
-        print(out)
+        say(out)
         return
 
     if not args.config:
@@ -95,8 +110,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = load_config(args.config, custom)
         config["seed"] = seed
         runs.append(fit(config, args.config, device, quiet=args.quiet, threads=args.threads))
-        print(runs[-1])
-    if len(runs) > 1:
+        say(runs[-1])
+    if len(runs) > 1 and current_context().is_writer:
         table, paths = summarise_runs(runs, config["trainer"]["save_dir"], args.config)
         print(table)
         print(f"summary: {paths[0]}")

@@ -30,6 +30,7 @@ from retrieval.metrics import both_directions, clip_major_gt_cols, t2a_metrics
 from retrieval.sims_io import build_manifest, save_sims
 from trainer.checkpoint import (FINAL_NAME, LAST_NAME, cpu_state_dict, load_checkpoint, rng_state,
                                 save_checkpoint, set_rng_state)
+from trainer.distributed import current_context
 from trainer.export import TensorSplit, as_tensor_split, compute_sims
 from trainer.optim import build_optimizer, build_scheduler
 from utils.config import config_hash
@@ -144,6 +145,14 @@ class _TqdmHandler(logging.Handler):
         tqdm.write(self.format(record), file=sys.stderr)
 
 
+def _silent_logger() -> logging.Logger:
+    """Ranks other than 0 of a distributed run: no train.log, no output."""
+    logger = logging.getLogger("train.silent")
+    logger.propagate = False
+    logger.disabled = True
+    return logger
+
+
 def _close_logger(logger: logging.Logger) -> None:
     for h in list(logger.handlers):
         h.close()
@@ -177,6 +186,8 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
     """
     t_start = time.perf_counter()
     device = device if isinstance(device, torch.device) else resolve_device(device)
+    ddp = current_context()  # torchrun: rank 0 writes, the others train their shards (trainer/distributed.py)
+    quiet = quiet or not ddp.is_writer
     configure_torch(device, threads)
     trainer_cfg = config["trainer"]
     seed = int(config.get("seed", 0))
@@ -190,7 +201,8 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
         _check_resumable(run_dir, config, chash)
         ckpt = load_checkpoint(run_dir / LAST_NAME)
         for stale in run_dir.rglob(".*.tmp*"):  # temporaries of writes interrupted by the kill
-            stale.unlink(missing_ok=True)
+            if ddp.is_writer:
+                stale.unlink(missing_ok=True)
     else:
         if config_path is None:
             raise UserError("fit: config_path is required for a new run")
@@ -203,7 +215,7 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
     # Model first (RNG order as in the original), then the data, then (new runs) the run folder, so that bad
     # input fails before anything is written.
     set_seeds(seed)
-    model = build_model(config).to(device)
+    model = ddp.prepare_model(build_model(config).to(device))
     t0 = time.perf_counter()
     data = dict(data) if data is not None else (splits_loader or load_splits)(config, ["train", "val"])
     missing = [s for s in ("train", "val") if s not in data]
@@ -212,10 +224,12 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
     if data["train"].n < 2:
         raise UserError("data: the train split needs at least 2 clips")
     t_data = time.perf_counter() - t0
-    if ckpt is None:
+    if ckpt is None and ddp.is_writer:
         run_dir = make_run_dir(trainer_cfg["save_dir"], experiment_name(config_path), seed)
         write_json(run_dir / "config.json", config)
-    logger = _make_logger(run_dir, quiet)
+    if ckpt is None and ddp.active:
+        run_dir = ddp.share_path(run_dir if ddp.is_writer else None)  # rank 0's new folder, on every rank
+    logger = _make_logger(run_dir, quiet) if ddp.is_writer else _silent_logger()
     try:
         return _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop_after_epochs,
                     model, data, t_data, dump_splits, splits_loader or load_splits, t_start)
@@ -248,6 +262,7 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
          t_data, dump_splits, splits_loader, t_start) -> Path:
     from tqdm import tqdm
 
+    ddp = current_context()
     trainer_cfg = config["trainer"]
     mini_train = bool(trainer_cfg.get("mini_train", False))
     batch_size = int(config["data_loader"]["args"]["batch_size"])
@@ -278,7 +293,8 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
             timings[k] = float(v)
         logger.info(f"resumed {run_dir} after epoch {start_epoch - 1} (best epoch {best_epoch}, geom {best:.2f})")
     else:
-        logger.info(f"run {run_dir} seed {seed} device {device} params {n_params:,} config {chash}")
+        logger.info(f"run {run_dir} seed {seed} device {device} params {n_params:,} config {chash}"
+                    + (f" | {ddp.world_size} processes, global batch {batch_size}" if ddp.active else ""))
 
     val_gt = clip_major_gt_cols(val.n, 1)
     for epoch in range(start_epoch, epochs + 1):
@@ -288,10 +304,11 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
         bar = tqdm(plan, desc=f"epoch {epoch}/{epochs}", disable=quiet, leave=False, file=sys.stderr)
         loss_sum = 0.0
         for idx, caps in bar:
-            experts, ind, text, lens = make_batch(train, idx, caps, device)
-            sims = model(experts, ind, text, lens)
+            experts, ind, text, lens = make_batch(train, *ddp.shard(idx, caps), device)
+            sims = ddp.sims(model, experts, ind, text, lens)  # one process: model(experts, ind, text, lens)
             loss = criterion(sims)
             loss.backward()
+            ddp.sync_gradients(model)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)  # frees the gradients between steps (peak memory)
             loss_val = float(loss.detach())
@@ -325,7 +342,7 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
             break  # no "last" checkpoint after the final epoch: it would be deleted right after the evaluation
             # (a kill during the evaluation resumes from the previous epoch, with the same result)
         t_ck = time.perf_counter()
-        save_checkpoint(run_dir / LAST_NAME, {
+        ddp.save_checkpoint(run_dir / LAST_NAME, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch,
             "best": best, "best_epoch": best_epoch, "history": history, "config_hash": chash, "timings": timings,
@@ -338,6 +355,8 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
             return run_dir
 
     # ------------------------------------------------------------------------------------------ final evaluation
+    if not ddp.is_writer:
+        return run_dir  # distributed: rank 0 evaluates and writes
     del optimizer, scheduler  # ~3x the model size of state, not needed any more (peak memory)
     model.load_state_dict(best_state)
     model.eval()
