@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from data.audio import SILENCE_DBFS, list_audio
-from data.audio_features import compute_features
+from data.audio_features import compute_features, compute_features_parallel
 from data.experts.registry import EXPERTS, expert_info, load_expert
 from utils.errors import UserError, run_cli
 from utils.io import atomic_path, write_json, write_text
@@ -144,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "extract.json) instead of treating them as bad")
     parser.add_argument("--silence-dbfs", type=float, default=SILENCE_DBFS,
                         help=f"a clip whose peak is at or below this level is silent, i.e. bad (default {SILENCE_DBFS:g})")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for the models (default 2)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="worker processes, one model thread each (default 2; 1 = in this process)")
     parser.add_argument("--chunk-files", type=int, default=16, help="files per batched model call (default 16)")
     parser.add_argument("--cache", default=None,
                         help="per-file feature cache (default OUT/.extract-cache); kept, so adding audio is cheap")
@@ -163,21 +164,26 @@ def run(args: argparse.Namespace) -> dict:
     for name in names:
         expert_info(name)
     weights = parse_weights(args.weights, names)
-    if args.threads < 1 or args.chunk_files < 1:
-        raise UserError("--threads and --chunk-files must be >= 1")
+    if args.workers < 1 or args.chunk_files < 1:
+        raise UserError("--workers and --chunk-files must be >= 1")
     ratios = parse_ratios(args.split_ratios)
     captions = read_caption_csv(csv_path)
     ids, mismatches = match_csv_and_folder(list(captions), list_audio(folder), folder, csv_path, args.skip_bad)
 
     import torch
 
-    torch.set_num_threads(args.threads)
-    experts = [load_expert(n, weights=weights.get(n), threads=args.threads) for n in names]
+    torch.set_num_threads(1)
+    experts = [load_expert(n, weights=weights.get(n), threads=1) for n in names]  # fails early on bad weights
     cache = Path(args.cache) if args.cache else out / ".extract-cache"
+    options = dict(pad_short=args.pad_short, skip_bad=args.skip_bad, chunk_files=args.chunk_files,
+                   progress=not args.no_progress, silence_dbfs=args.silence_dbfs)
     t0 = time.perf_counter()
-    results, bad, timing = compute_features(folder, ids, experts, cache, pad_short=args.pad_short,
-                                            skip_bad=args.skip_bad, chunk_files=args.chunk_files,
-                                            progress=not args.no_progress, silence_dbfs=args.silence_dbfs)
+    workers = min(args.workers, max(1, len(ids) // args.chunk_files))
+    if workers > 1:
+        results, bad, timing = compute_features_parallel(folder, ids, [(n, weights.get(n)) for n in names], cache,
+                                                         workers, **options)
+    else:
+        results, bad, timing = compute_features(folder, ids, experts, cache, **options)
     wall_audio = time.perf_counter() - t0
     kept = [r.rel for r in results]
     splits = read_split_lists(Path(args.split_lists), kept) if args.split_lists else \
@@ -205,22 +211,32 @@ def run(args: argparse.Namespace) -> dict:
         "splits": {s: len(v) for s, v in splits.items()},
         "experts": {e.name: {"archive_key": e.info.archive_key, "path": e.info.archive_path, "dim": e.dim,
                              "fingerprint": e.fingerprint(), "licence": e.info.licence,
-                             "seconds": round(timing.expert[e.name], 3)} for e in experts},
+                             "cpu_seconds": round(timing.expert[e.name], 3),
+                             "x_real_time_per_core": _ratio(timing.audio_seconds, timing.expert[e.name])}
+                    for e in experts},
         "audio_seconds": round(audio_seconds, 3),
         "extracted_audio_seconds": round(timing.audio_seconds, 3), "cached_files": timing.cached_files,
-        "wall_seconds": {"audio": round(wall_audio, 3), "decode": round(timing.decode, 3),
-                         "text": round(wall_text, 3)},
-        "x_real_time": round(timing.x_real_time(wall_audio), 1) if timing.audio_seconds else None,
+        "workers": workers,
+        "wall_seconds": {"audio": round(wall_audio, 3), "text": round(wall_text, 3)},
+        "cpu_seconds": {"audio": round(timing.cpu, 3), "decode": round(timing.decode, 3)},
+        "x_real_time": _ratio(timing.audio_seconds, wall_audio),
+        "x_real_time_per_core": _ratio(timing.audio_seconds, timing.cpu),
         "padded": {r.rel: r.padded for r in results if r.padded},
         "skipped": [{"file": rel, "reason": why} for rel, why in mismatches + bad],
     }
     write_json(out / "extract.json", report)
-    speed = f"{report['x_real_time']}x real time" if report["x_real_time"] else "all from cache"
+    speed = (f"{report['x_real_time']}x real time, {report['x_real_time_per_core']}x per CPU core"
+             if report["x_real_time"] else "all from cache")
     print(f"{out}: {len(kept)} clips ({audio_seconds / 60:.1f} min of audio; train/val/test "
           f"{len(splits['train'])}/{len(splits['val'])}/{len(splits['test'])}), experts {', '.join(names)}: "
           f"audio {wall_audio:.1f}s ({speed}), text {wall_text:.1f}s; {len(report['padded'])} padded, "
           f"{len(report['skipped'])} skipped (extract.json)", file=sys.stderr)
     return report
+
+
+def _ratio(audio_seconds: float, seconds: float) -> float | None:
+    """x real time (audio seconds per second), None when no audio was processed."""
+    return round(audio_seconds / seconds, 1) if audio_seconds and seconds > 0 else None
 
 
 if __name__ == "__main__":
