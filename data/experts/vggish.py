@@ -72,7 +72,7 @@ def load_checkpoint(net: VGGishNet, path: Path) -> None:
             raise UserError(f"{path}: '{key}' has shape {shape}, expected {tuple(value.shape)}")
         if not torch.isfinite(got).all():
             raise UserError(f"{path}: '{key}' holds non-finite values")
-    net.load_state_dict({k: state[k].float() for k in own})
+    net.load_state_dict({k: state[k].float() for k in own}, assign=True)
 
 
 class VGGish(Expert):
@@ -88,7 +88,8 @@ class VGGish(Expert):
         self.weights_path = Path(weights)
         if not self.weights_path.is_file():
             raise UserError(f"{self.weights_path}: VGGish weights file not found")
-        self.net = VGGishNet().eval()
+        with torch.device("meta"):  # no random initialisation of 72 M parameters that the checkpoint replaces
+            self.net = VGGishNet().eval()
         load_checkpoint(self.net, self.weights_path)
 
     def fingerprint(self) -> str:
