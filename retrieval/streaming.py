@@ -25,7 +25,7 @@ from retrieval.metrics import _count_true, metrics_from_ranks
 
 ScoreBlock = Callable[[int, int, int, int], np.ndarray]
 
-TILE_BYTES = 32 * 2**20     # scores of one tile (float32: 8M scores)
+TILE_BYTES = 8 * 2**20      # scores of one tile (float32: 2M scores)
 CACHE_BYTES = 128 * 2**20   # tiles holding relevant pairs, kept between the two passes of a row block
 
 
@@ -62,8 +62,14 @@ def _relevant_of_rows(gt_cols: np.ndarray, n_rows: int, direction: str):
 
 
 def stream_gt_ranks(score_block: ScoreBlock, shape: tuple[int, int], gt_cols: np.ndarray, direction: str = "t2a",
-                    row_block: int | None = None, col_block: int | None = None, progress: bool = False) -> np.ndarray:
-    """0-based tie-averaged ranks, ``(Q,)`` for t2a or ``(N,)`` for a2t (``nan``: clip without caption)."""
+                    row_block: int | None = None, col_block: int | None = None, progress: bool = False,
+                    workers: int = 1) -> np.ndarray:
+    """0-based tie-averaged ranks, ``(Q,)`` for t2a or ``(N,)`` for a2t (``nan``: clip without caption).
+
+    Memory: about ``workers x (TILE_BYTES x 3 + CACHE_BYTES)`` besides the producer's own data.
+    With ``workers > 1`` the producer is called from several threads at once (it must be thread-safe; limit
+    BLAS threads to 1 per worker to avoid oversubscription).
+    """
     n_queries, n_clips = shape
     gt_cols = np.asarray(gt_cols, dtype=np.int64)
     if gt_cols.shape != (n_queries,) or (gt_cols.size and (gt_cols.min() < 0 or gt_cols.max() >= n_clips)):
@@ -81,37 +87,53 @@ def stream_gt_ranks(score_block: ScoreBlock, shape: tuple[int, int], gt_cols: np
             raise ValueError(f"score_block returned shape {block.shape}, expected {(r1 - r0, c1 - c0)}")
         return block
 
-    ranks = np.full(n_rows, np.nan)
-    starts = range(0, n_rows, row_block)
-    if progress:
-        from tqdm import tqdm
-        starts = tqdm(starts, desc=f"streaming {direction} ranks", unit="block")
-    for r0 in starts:
+    def rank_rows(r0: int) -> tuple[int, np.ndarray]:
         r1 = min(r0 + row_block, n_rows)
         lo, hi = indptr[r0], indptr[r1]
         local = np.repeat(np.arange(r1 - r0), np.diff(indptr[r0:r1 + 1]))
         cols = rel_cols[lo:hi]
         best = np.full(r1 - r0, -np.inf)
-        cache, cached = {}, 0
-        chunks = np.unique(cols // col_block)
-        for c in chunks:  # pass 1: the tiles that hold relevant pairs give the best relevant score of each row
+        cache, cached, dtype = {}, 0, np.float64
+        for c in np.unique(cols // col_block):  # pass 1: tiles holding relevant pairs give each row's best score
             c0, c1 = int(c) * col_block, min((int(c) + 1) * col_block, n_cols)
             block = tile(r0, r1, c0, c1)
+            dtype = block.dtype
             inside = (cols >= c0) & (cols < c1)
             np.maximum.at(best, local[inside], block[local[inside], cols[inside] - c0])
             if cached + block.nbytes <= CACHE_BYTES:
                 cache[c0] = block
                 cached += block.nbytes
-        threshold = best.astype(block.dtype if chunks.size else np.float64)[:, None]
+        threshold = best.astype(dtype)[:, None]  # exact: a stored score (or -inf for a row without relevant item)
         better = np.zeros(r1 - r0, dtype=np.int64)
         tied = np.zeros(r1 - r0, dtype=np.int64)
-        for c0 in range(0, n_cols, col_block):  # pass 2: count better and tied scores of every tile
+        for c0 in range(0, n_cols, col_block):  # pass 2: count better and tied scores in every tile
             c1 = min(c0 + col_block, n_cols)
             block = cache.pop(c0) if c0 in cache else tile(r0, r1, c0, c1)
             better += _count_true(block > threshold, axis=1)
             tied += _count_true(block == threshold, axis=1)
         has = np.diff(indptr[r0:r1 + 1]) > 0
-        ranks[r0:r1] = np.where(has, better + (tied - 1) / 2.0, np.nan)
+        return r0, np.where(has, better + (tied - 1) / 2.0, np.nan)
+
+    ranks = np.full(n_rows, np.nan)
+    starts = range(0, n_rows, row_block)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(starts), desc=f"streaming {direction} ranks", unit="block")
+    if workers > 1:  # numpy and BLAS release the GIL: row blocks run in parallel threads
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for r0, values in pool.map(rank_rows, starts):
+                ranks[r0:r0 + values.size] = values
+                bar is not None and bar.update()
+    else:
+        for r0 in starts:
+            _, values = rank_rows(r0)
+            ranks[r0:r0 + values.size] = values
+            bar is not None and bar.update()
+    if bar is not None:
+        bar.close()
     return ranks
 
 

@@ -17,6 +17,8 @@ def test_streamed_ranks_equal_in_memory_with_ties(row_block, col_block, clip_maj
     for direction, ref in (("t2a", gt_ranks_t2a(sims, gt)), ("a2t", gt_ranks_a2t(sims, gt))):
         got = stream_gt_ranks(matrix_scorer(sims), sims.shape, gt, direction, row_block, col_block)
         np.testing.assert_array_equal(got, ref)
+        threaded = stream_gt_ranks(matrix_scorer(sims), sims.shape, gt, direction, row_block, col_block, workers=3)
+        np.testing.assert_array_equal(threaded, ref)
 
 
 def test_embeddings_without_the_matrix(monkeypatch):
