@@ -154,3 +154,22 @@ def qrels_metrics(sims: np.ndarray, qrels: Qrels, direction: str = "t2a", **cuto
 def qrels_both_directions(sims: np.ndarray, qrels: Qrels) -> dict[str, dict[str, float]]:
     """``{"t2a": M, "a2t": M}`` multi-relevance summaries; clips no caption judges relevant are left out of a2t."""
     return {"t2a": qrels_metrics(sims, qrels, "t2a"), "a2t": qrels_metrics(sims, qrels, "a2t")}
+
+
+def qrels_file_metrics(sims: np.ndarray, qrels_file, clip_ids, captions_per_clip: int) -> dict | None:
+    """Multi-relevance metrics of a clip-major ``(K·N, N)`` matrix from a TREC qrels file, or ``None`` when the
+    file does not exist (a data set without extra judgements). Query ids are the manifest's ``<clip>#<k>``.
+
+    Returns ``{"file", "t2a", "a2t", "graded"}`` (a2t reads the judgements the other way).
+    """
+    from pathlib import Path
+
+    from retrieval.qrels import load_qrels
+    from retrieval.sims_io import query_id
+
+    path = Path(qrels_file)
+    if not path.is_file():
+        return None
+    query_ids = [query_id(c, k) for c in clip_ids for k in range(captions_per_clip)]
+    qrels = load_qrels(path, query_ids=query_ids, doc_ids=list(clip_ids))
+    return {"file": str(path), "graded": not qrels.is_binary(), **qrels_both_directions(sims, qrels)}
