@@ -162,3 +162,26 @@ def test_dcase_denominator_counts_every_relevant_clip():
     sims = np.arange(40, 0, -1, dtype=float)[None, :]
     qrels = Qrels.from_triples(np.zeros(20, int), np.r_[0, 1, np.arange(20, 38)], None, 1, 40)
     assert per_query_metrics(sims, qrels)["AP@16"][0] == pytest.approx(2 / 20)
+
+
+def test_hand_made_mixed_tie_group():
+    """[0.9, 0.5, 0.5, 0.5, 0.1], relevant: col 1 (grade 1), col 3 (grade 3), col 4 (grade 1). The tie group
+    {1, 2, 3} (t = 3, b = 1) holds m = 2 relevant clips: slots at 1 + j·4/3 − 1 = 4/3 and 8/3, each with the
+    group's mean grade 2; col 4 sits at position 4."""
+    sims = np.array([[0.9, 0.5, 0.5, 0.5, 0.1]])
+    qrels = Qrels.from_triples(np.zeros(3, int), np.array([1, 3, 4]), np.array([1.0, 3.0, 1.0]), 1, 5)
+    _, pos, gains = relevant_positions(sims, qrels)
+    np.testing.assert_allclose(pos, [4 / 3, 8 / 3, 4])
+    np.testing.assert_allclose(gains, [2, 2, 1])
+    per = per_query_metrics(sims, qrels)
+    assert per["AP@10"][0] == pytest.approx((1 / (7 / 3) + 2 / (11 / 3) + 3 / 5) / 3)
+    dcg = 2 / np.log2(4 / 3 + 2) + 2 / np.log2(8 / 3 + 2) + 1 / np.log2(6)
+    assert per["nDCG@10"][0] == pytest.approx(dcg / (3 + 1 / np.log2(3) + 1 / np.log2(4)))
+    assert per["RR"][0] == pytest.approx(3 / 7)
+    m = qrels_metrics(sims, qrels)
+    assert m["R1"] == 0.0 and m["R5"] == 100.0 and m["MedR"] == pytest.approx(1 + 4 / 3)
+    # trec_eval on the two extreme tie-breakings of this run brackets it
+    best = _ir_measures(sims + [[0, 1e-3, 0, 2e-3, 0]], qrels, [AP @ 10, nDCG @ 10])
+    worst = _ir_measures(sims + [[0, -2e-3, 0, -1e-3, 0]], qrels, [AP @ 10, nDCG @ 10])
+    assert worst[AP @ 10][0] < per["AP@10"][0] < best[AP @ 10][0]
+    assert worst[nDCG @ 10][0] < per["nDCG@10"][0] < best[nDCG @ 10][0]
