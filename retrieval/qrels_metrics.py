@@ -28,35 +28,51 @@ MAP_CUTOFFS = (10, 16)
 NDCG_CUTOFFS = (10,)
 
 
-def _blocks(sims: np.ndarray, transposed: bool):
-    """Yield ``(start, block)`` row blocks of ``sims`` (or of ``sims.T``), memory bounded."""
-    n_rows, n_cols = (sims.shape[1], sims.shape[0]) if transposed else sims.shape
-    step = max(1, _BLOCK_BYTES // max(1, n_cols * (sims.itemsize + 2) * 2))
-    for start in range(0, n_rows, step):
-        if transposed:
-            yield start, np.ascontiguousarray(np.asarray(sims[:, start:start + step]).T)
-        else:
-            yield start, np.asarray(sims[start:start + step])
-
-
-def _score_counts(sims: np.ndarray, qrels: Qrels, transposed: bool):
-    """Per stored entry: its score, #scores strictly better in its row, #scores equal (itself included)."""
+def _score_counts(sims: np.ndarray, qrels: Qrels):
+    """Per stored entry (row = query row of ``sims``): its score, #scores strictly better in its row, #equal
+    scores (itself included). Row blocks of ``sims``; the entries' rows are gathered in bounded chunks."""
     nnz = qrels.cols.size
     scores = np.empty(nnz, dtype=np.float64)
     better = np.empty(nnz, dtype=np.int64)
     tied = np.empty(nnz, dtype=np.int64)
     rows = qrels.rows()
-    for start, block in _blocks(sims, transposed):
-        lo, hi = qrels.indptr[start], qrels.indptr[min(start + block.shape[0], qrels.n_queries)]
-        step = max(1, _BLOCK_BYTES // max(1, block.shape[1] * (block.itemsize + 2)))
-        for e0 in range(lo, hi, step):  # entry chunks: a gathered copy of their rows, bounded in size
-            e1 = min(e0 + step, hi)
-            local = rows[e0:e1] - start
-            sub = block[local]
+    n_rows, n_cols = sims.shape
+    row_step = max(1, _BLOCK_BYTES // max(1, n_cols * sims.itemsize))
+    entry_step = max(1, _BLOCK_BYTES // max(1, n_cols * (sims.itemsize + 2)))
+    for start in range(0, n_rows, row_step):
+        block = np.asarray(sims[start:start + row_step])
+        lo, hi = qrels.indptr[start], qrels.indptr[start + block.shape[0]]
+        for e0 in range(lo, hi, entry_step):  # entry chunks: a gathered copy of their rows, bounded in size
+            e1 = min(e0 + entry_step, hi)
+            sub = block[rows[e0:e1] - start]
             s = sub[np.arange(e1 - e0), qrels.cols[e0:e1]][:, None]
             scores[e0:e1] = s[:, 0]
             better[e0:e1] = _count_true(sub > s, axis=1)
             tied[e0:e1] = _count_true(sub == s, axis=1)
+    return scores, better, tied
+
+
+def _score_counts_by_column(sims: np.ndarray, qrels_t: Qrels):
+    """The same counts down the columns of ``sims`` (``qrels_t`` rows = columns of ``sims``), reading ``sims``
+    in row blocks only (memmap friendly): each entry's score is gathered first, then compared with its column
+    of every row block."""
+    cols_of_sims = qrels_t.rows()          # entry -> column of sims (the ranking "query", e.g. a clip)
+    rows_of_sims = qrels_t.cols            # entry -> row of sims (the relevant item, e.g. a caption)
+    scores = np.asarray(sims[rows_of_sims, cols_of_sims], dtype=np.float64) if rows_of_sims.size else np.empty(0)
+    nnz = scores.size
+    better = np.zeros(nnz, dtype=np.int64)
+    tied = np.zeros(nnz, dtype=np.int64)
+    n_rows = sims.shape[0]
+    thresholds = scores.astype(sims.dtype)  # exact: stored scores
+    row_step = max(1, min(n_rows, 4096))
+    entry_step = max(1, _BLOCK_BYTES // (row_step * (sims.itemsize + 2)))
+    for start in range(0, n_rows, row_step):
+        block = np.asarray(sims[start:start + row_step])
+        for e0 in range(0, nnz, entry_step):
+            e1 = min(e0 + entry_step, nnz)
+            sub = block[:, cols_of_sims[e0:e1]]  # (rows of the block, entries)
+            better[e0:e1] += _count_true(sub > thresholds[e0:e1], axis=0)
+            tied[e0:e1] += _count_true(sub == thresholds[e0:e1], axis=0)
     return scores, better, tied
 
 
@@ -73,7 +89,7 @@ def relevant_positions(sims: np.ndarray, qrels: Qrels, transposed: bool = False)
     gt = None if transposed else qrels.single_relevant_cols()
     if gt is not None:  # the classic protocol: the exact code path of retrieval.metrics
         return rows, gt_ranks_t2a(sims, gt), qrels.gains.copy()
-    scores, better, tied = _score_counts(sims, qrels, transposed)
+    scores, better, tied = _score_counts_by_column(sims, qrels) if transposed else _score_counts(sims, qrels)
     order = np.lexsort((qrels.cols, -scores, rows))  # row, then score descending
     s_rows, s_scores, s_better, s_tied = rows[order], scores[order], better[order], tied[order]
     gains = qrels.gains[order]

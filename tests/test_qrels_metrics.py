@@ -185,3 +185,10 @@ def test_hand_made_mixed_tie_group():
     worst = _ir_measures(sims + [[0, -2e-3, 0, -1e-3, 0]], qrels, [AP @ 10, nDCG @ 10])
     assert worst[AP @ 10][0] < per["AP@10"][0] < best[AP @ 10][0]
     assert worst[nDCG @ 10][0] < per["nDCG@10"][0] < best[nDCG @ 10][0]
+
+
+def test_a2t_equals_t2a_on_the_transposed_matrix_with_ties():
+    rng = np.random.default_rng(5)
+    qrels = _random_qrels(rng, 70, 30, max_rel=6, graded=True)
+    sims = rng.integers(0, 5, (70, 30)).astype(np.float32)
+    assert qrels_metrics(sims, qrels, "a2t") == qrels_metrics(np.ascontiguousarray(sims.T), qrels.transpose())
