@@ -28,25 +28,59 @@ MAP_CUTOFFS = (10, 16)
 NDCG_CUTOFFS = (10,)
 
 
+# a2t on an in-memory matrix up to this size: rank along rows of a transposed copy (faster than column reads).
+TRANSPOSE_COPY_BYTES = 256 * 2**20
+# Above this many relevant clips per row, one sort per row beats one comparison pass per relevant clip.
+SORT_ABOVE = 6
+
+
+def _float32_keys(values: np.ndarray) -> np.ndarray:
+    """Order-preserving uint64 keys of float32 values (``-0.0`` and ``0.0`` equal, like the floats)."""
+    bits = (np.asarray(values, dtype=np.float32) + np.float32(0.0)).view(np.uint32)
+    return np.where(bits & np.uint32(0x80000000), ~bits, bits | np.uint32(0x80000000)).astype(np.uint64)
+
+
+def _counts_by_sorting(block: np.ndarray, local_rows: np.ndarray, cols: np.ndarray):
+    """Better / tied counts of many entries per row: sort each row once, then one global binary search.
+
+    Keys ``row << 32 | float_key`` make the row-sorted block one ascending array, so a single
+    ``np.searchsorted`` finds every entry's run of equal scores (no loop over rows).
+    """
+    n_rows, n_cols = block.shape
+    keys = _float32_keys(np.sort(block, axis=1))
+    keys |= np.arange(n_rows, dtype=np.uint64)[:, None] << np.uint64(32)
+    keys = keys.ravel()
+    entry_keys = _float32_keys(block[local_rows, cols]) | (local_rows.astype(np.uint64) << np.uint64(32))
+    left = np.searchsorted(keys, entry_keys, side="left")
+    right = np.searchsorted(keys, entry_keys, side="right")
+    return (local_rows + 1) * n_cols - right, right - left
+
+
 def _score_counts(sims: np.ndarray, qrels: Qrels):
     """Per stored entry (row = query row of ``sims``): its score, #scores strictly better in its row, #equal
-    scores (itself included). Row blocks of ``sims``; the entries' rows are gathered in bounded chunks."""
+    scores (itself included). Row blocks of ``sims``; per block either one comparison pass per entry (entry rows
+    gathered in bounded chunks) or, with many entries per row, one sort per row."""
     nnz = qrels.cols.size
     scores = np.empty(nnz, dtype=np.float64)
     better = np.empty(nnz, dtype=np.int64)
     tied = np.empty(nnz, dtype=np.int64)
     rows = qrels.rows()
     n_rows, n_cols = sims.shape
-    row_step = max(1, _BLOCK_BYTES // max(1, n_cols * sims.itemsize))
+    sortable = sims.dtype in (np.float32, np.float16)
+    row_step = max(1, _BLOCK_BYTES // max(1, n_cols * (16 if sortable else sims.itemsize)))
     entry_step = max(1, _BLOCK_BYTES // max(1, n_cols * (sims.itemsize + 2)))
     for start in range(0, n_rows, row_step):
         block = np.asarray(sims[start:start + row_step])
         lo, hi = qrels.indptr[start], qrels.indptr[start + block.shape[0]]
+        local = rows[lo:hi] - start
+        scores[lo:hi] = block[local, qrels.cols[lo:hi]]
+        if sortable and hi - lo > SORT_ABOVE * block.shape[0]:
+            better[lo:hi], tied[lo:hi] = _counts_by_sorting(block, local, qrels.cols[lo:hi])
+            continue
         for e0 in range(lo, hi, entry_step):  # entry chunks: a gathered copy of their rows, bounded in size
             e1 = min(e0 + entry_step, hi)
             sub = block[rows[e0:e1] - start]
             s = sub[np.arange(e1 - e0), qrels.cols[e0:e1]][:, None]
-            scores[e0:e1] = s[:, 0]
             better[e0:e1] = _count_true(sub > s, axis=1)
             tied[e0:e1] = _count_true(sub == s, axis=1)
     return scores, better, tied
@@ -85,6 +119,8 @@ def relevant_positions(sims: np.ndarray, qrels: Qrels, transposed: bool = False)
     n_rows, n_cols = (sims.shape[1], sims.shape[0]) if transposed else sims.shape
     if qrels.shape != (n_rows, n_cols):
         raise ValueError(f"qrels shape {qrels.shape} does not match the matrix ({n_rows}, {n_cols})")
+    if transposed and not isinstance(sims, np.memmap) and sims.nbytes <= TRANSPOSE_COPY_BYTES:
+        sims, transposed = np.ascontiguousarray(np.asarray(sims).T), False  # row path: sorts, no column gathers
     rows = qrels.rows()
     gt = None if transposed else qrels.single_relevant_cols()
     if gt is not None:  # the classic protocol: the exact code path of retrieval.metrics

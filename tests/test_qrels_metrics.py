@@ -192,3 +192,23 @@ def test_a2t_equals_t2a_on_the_transposed_matrix_with_ties():
     qrels = _random_qrels(rng, 70, 30, max_rel=6, graded=True)
     sims = rng.integers(0, 5, (70, 30)).astype(np.float32)
     assert qrels_metrics(sims, qrels, "a2t") == qrels_metrics(np.ascontiguousarray(sims.T), qrels.transpose())
+
+
+def test_sorting_and_comparison_counts_agree(monkeypatch, tmp_path):
+    """The two counting strategies (one sort per row / one comparison pass per relevant clip) and the two a2t
+    read paths (transposed copy / column reads of a memmap) give identical numbers, -0.0 == 0.0 included."""
+    import retrieval.qrels_metrics as qm
+
+    rng = np.random.default_rng(6)
+    qrels = _random_qrels(rng, 90, 40, max_rel=30, graded=True)
+    sims = np.round(rng.standard_normal((90, 40)), 1).astype(np.float32)
+    sims[0, :4] = [0.0, -0.0, 0.0, -0.0]
+    results = []
+    for sort_above in (0, 10**9):
+        monkeypatch.setattr(qm, "SORT_ABOVE", sort_above)
+        results.append(qm.per_query_metrics(sims, qrels))
+    for key in results[0]:
+        np.testing.assert_array_equal(results[0][key], results[1][key])
+    np.save(tmp_path / "s.npy", sims)
+    mm = np.load(tmp_path / "s.npy", mmap_mode="r")
+    assert qrels_metrics(mm, qrels, "a2t") == qrels_metrics(sims, qrels, "a2t")
