@@ -40,6 +40,7 @@ def _count_true(mask: np.ndarray, axis: int) -> np.ndarray:
 
 def gt_ranks_t2a(sims: np.ndarray, gt_cols: np.ndarray) -> np.ndarray:
     """0-based tie-averaged rank of each query's relevant clip, shape ``(Q,)``."""
+    sims = sims if isinstance(sims, np.ndarray) else np.asarray(sims)
     gt_cols = np.asarray(gt_cols, dtype=np.int64)
     n_queries, n_cols = sims.shape
     if gt_cols.shape != (n_queries,):
@@ -77,6 +78,7 @@ def gt_ranks_a2t(sims: np.ndarray, gt_cols: np.ndarray) -> np.ndarray:
     strictly increases as the score decreases), so one comparison pass over the matrix, row block by row
     block, ranks every clip: no per-caption pass. Clips with no relevant caption get ``nan``.
     """
+    sims = sims if isinstance(sims, np.ndarray) else np.asarray(sims)
     n_queries, n_clips = sims.shape
     best = best_caption_scores(sims, gt_cols).astype(sims.dtype)  # exact: it is one of the stored scores
     better = np.zeros(n_clips, dtype=np.int64)
@@ -87,7 +89,7 @@ def gt_ranks_a2t(sims: np.ndarray, gt_cols: np.ndarray) -> np.ndarray:
         better += _count_true(block > best, axis=0)
         tied += _count_true(block == best, axis=0)
     ranks = better + (tied - 1) / 2.0
-    ranks[tied == 0] = np.nan  # -inf best score: the clip has no caption
+    ranks[np.bincount(np.asarray(gt_cols, dtype=np.int64), minlength=n_clips) == 0] = np.nan  # no caption
     return ranks
 
 
