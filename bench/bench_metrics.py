@@ -2,6 +2,7 @@
 streaming evaluation at collection scale.
 
     .venv/bin/python bench/bench_metrics.py                       # CLOTHO size: both directions + qrels
+    .venv/bin/python bench/bench_metrics.py --sims data/saved/<experiment>/<run>   # a trained model's test sims
     .venv/bin/python bench/bench_metrics.py --stream 100000x1000000 --dim 16 --fraction 0.02
     .venv/bin/python bench/bench_metrics.py --ranx                # also: ranx reads our TREC files (slow JIT)
 
@@ -112,12 +113,20 @@ def timed_interleaved(fns: dict, repeat: int, once=()):
 
 # ----- sections -------------------------------------------------------------------------------------------------
 def bench_directions(args):
-    n, k = 1045, 5
-    rng = np.random.default_rng(0)
-    sims = rng.standard_normal((n * k, n), dtype=np.float32)
-    sims[np.arange(n * k), clip_major_gt_cols(n, k)] += 2.0
-    gt = clip_major_gt_cols(n, k)
-    print(f"CLOTHO-size test matrix ({n * k}, {n}) float32, random scores; best of {args.repeat}, interleaved")
+    if args.sims:  # a real run's test matrix: <run>/sims/test.npy (+ its manifest)
+        from retrieval.sims_io import load_sims
+
+        sims, manifest = load_sims(args.sims, mmap=False)
+        gt = manifest.gt_cols()
+        what = f"{args.sims}"
+    else:
+        n, k = 1045, 5
+        rng = np.random.default_rng(0)
+        sims = rng.standard_normal((n * k, n), dtype=np.float32)
+        sims[np.arange(n * k), clip_major_gt_cols(n, k)] += 2.0
+        gt = clip_major_gt_cols(n, k)
+        what = "random scores"
+    print(f"test matrix {sims.shape} {sims.dtype}, {what}; best of {args.repeat}, interleaved")
     print(f"{'direction':<10} {'ours (ms)':>10} {'original (ms)':>14} {'original/ours':>14} {'same ranks':>11}")
     for name, ours, ref in (("t2a", gt_ranks_t2a, original_t2a_ranks), ("a2t", gt_ranks_a2t, original_a2t_ranks)):
         for label, data in (("", sims), (" (ties)", np.round(sims, 1))):
@@ -237,6 +246,8 @@ def bench_ranx(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeat", type=int, default=5, help="best of this many runs (default 5)")
+    p.add_argument("--sims", default=None, help="time the two directions on this matrix (a run folder or .npy with "
+                   "manifest, e.g. a train.py run's sims/test.npy) instead of random scores")
     p.add_argument("--stream", default=None, help="QxN: stream-evaluate Q queries against N clips (e.g. 100000x1000000)")
     p.add_argument("--dim", type=int, default=16, help="embedding size for --stream (default 16)")
     p.add_argument("--fraction", type=float, default=1.0, help="share of the --stream queries to run (extrapolated)")
