@@ -1,6 +1,7 @@
 """Benchmark of fusion + metrics: ours vs the fork's way (argsort-of-argsort, apply_along_axis) vs ranx.
 
     .venv/bin/python bench/bench_fusion.py [--large 50000x10000] [--no-ranx]
+    .venv/bin/python bench/bench_fusion.py --skip-clotho --large 100000x20000 --tmp /work/tmp   # ~8 GB on disk
 
 Needs requirements/requirements-bench.txt (ranx) for the ranx column. Every comparison is measured side by
 side in this one run (best of --repeat), and every pair of outputs is checked for identical rankings.
@@ -18,7 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fusion.registry import fuse  # noqa: E402
-from retrieval.metrics import clip_major_gt_cols, gt_ranks_t2a  # noqa: E402
+from retrieval.metrics import clip_major_gt_cols, gt_ranks_a2t, gt_ranks_t2a, metrics_from_ranks  # noqa: E402
 
 
 def best_of(fn, repeat):
@@ -142,35 +143,58 @@ def bench_clotho(args):
 
 
 def bench_large(args):
+    from bench.bench_metrics import PeakMemory
+
     n_rows, n = (int(v) for v in args.large.lower().split("x"))
     k = n_rows // n
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         path = Path(tmp) / "large.npy"
+        start = time.perf_counter()
         mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n * k, n))
         make_sims(n, k, out=mm)
         mm.flush()
         del mm
+        print(f"\nlarge matrix ({n * k}, {n}) float32 = {n * k * n * 4 / 1e9:.2f} GB written to {path} in "
+              f"{time.perf_counter() - start:.0f} s; memmapped from disk, chunked")
         sims = np.load(path, mmap_mode="r")
-        print(f"\nlarge matrix ({n * k}, {n}) float32 = {sims.nbytes / 1e9:.2f} GB, memmapped from disk, chunked")
         gt = clip_major_gt_cols(n, k)
-        start = time.perf_counter()
-        gt_ranks_t2a(sims, gt)
-        print(f"{'metrics (t2a GT ranks)':<34} {time.perf_counter() - start:>8.2f} s")
-        for name in ["combsum", "combmax", "combmnz", "rrf"]:
-            start = time.perf_counter()
-            fuse(name, sims, k, progress=False)
-            dt = time.perf_counter() - start
-            print(f"{name:<34} {dt:>8.2f} s  ({sims.nbytes / 1e9 / dt:.2f} GB/s of input)")
+        with PeakMemory() as mem:
+            for name, fn in (("metrics t2a (GT ranks)", gt_ranks_t2a), ("metrics a2t (GT ranks)", gt_ranks_a2t)):
+                start = time.perf_counter()
+                ranks = fn(sims, gt)
+                dt = time.perf_counter() - start
+                m = metrics_from_ranks(ranks)
+                print(f"{name:<34} {dt:>8.2f} s  ({sims.nbytes / 1e9 / dt:.2f} GB/s of input)  R1 {m['R1']:.2f} "
+                      f"R10 {m['R10']:.2f}")
+            diag = np.arange(n)
+            for name in args.large_methods.split(","):
+                start = time.perf_counter()
+                fused = fuse(name, sims, k, progress=False)
+                dt = time.perf_counter() - start
+                t0 = time.perf_counter()
+                m = metrics_from_ranks(gt_ranks_t2a(fused, diag))
+                m_a2t = metrics_from_ranks(gt_ranks_a2t(fused, diag))
+                dt_m = time.perf_counter() - t0
+                print(f"{name:<34} {dt:>8.2f} s  ({sims.nbytes / 1e9 / dt:.2f} GB/s of input); fused ({n}, {n}) "
+                      f"metrics both directions {dt_m:.2f} s: t2a R1 {m['R1']:.2f} R10 {m['R10']:.2f}, "
+                      f"a2t R1 {m_a2t['R1']:.2f}")
+                del fused
+        print(mem.line())
+        print("(file-backed pages of the memmap are page cache, reclaimable; the 2 GB budget is for allocations)")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeat", type=int, default=3, help="best of this many runs (default 3)")
     p.add_argument("--large", default="50000x10000", help="rows x columns of the large memmapped matrix, or 'none'")
+    p.add_argument("--large-methods", default="combsum,combmax,combmnz,rrf",
+                   help="fusion methods run on the large matrix (comma-separated)")
+    p.add_argument("--skip-clotho", action="store_true", help="only the large-matrix part")
     p.add_argument("--tmp", default=None, help="folder for the large memmap (default the system temp)")
     p.add_argument("--no-ranx", action="store_true", help="skip the ranx comparison")
     args = p.parse_args()
-    bench_clotho(args)
+    if not args.skip_clotho:
+        bench_clotho(args)
     if args.large != "none":
         bench_large(args)
 

@@ -54,6 +54,7 @@ CAPTIONS_PER_CLIP = 5
 W2V_DIM = 300
 EXPERT_FILES = {"audio": "aggregated_audio/vggish-raw.hickle", "vggsound": "aggregated_vggsound/vggsound-raw.hickle"}
 EXPERT_DIMS = {"audio": 128, "vggsound": 512}
+QRELS_FILE = "qrels-{split}.trec"  # multi-relevance judgements (TREC qrels, graded), one file per split
 
 
 @dataclass(frozen=True)
@@ -394,17 +395,24 @@ class _Generator:
         return {"types": types, "salience": salience, "feats": feats}
 
     # -- captions --------------------------------------------------------------------------------------------
-    def _event_phrase(self, etype: int, rng: np.random.Generator) -> str:
+    def _event_phrase(self, etype: int, rng: np.random.Generator) -> tuple[str, tuple[str, int | str]]:
+        """A phrase for one event and what it describes: ``("event", type)`` or ``("category", name)``."""
         spec = self.spec
         cat = self.events[etype][0]
         if rng.random() < spec.p_wrong_event and len(self.by_category[cat]) > 1:
             etype = int(rng.choice([e for e in self.by_category[cat] if e != etype]))
         if rng.random() < spec.p_vague:
-            return str(rng.choice(VAGUE[cat]))
-        return str(rng.choice(self.events[etype][1]))
+            return str(rng.choice(VAGUE[cat])), ("category", cat)
+        return str(rng.choice(self.events[etype][1])), ("event", etype)
 
     def caption(self, clip: dict, rng: np.random.Generator) -> list[str]:
+        return self.caption_and_content(clip, rng)[0]
+
+    def caption_and_content(self, clip: dict, rng: np.random.Generator) -> tuple[list[str], list | None]:
+        """Tokens of one caption and what it describes (``None`` for a generic caption). The content is a
+        by-product: the random draws are exactly those of :meth:`caption` (the data set does not change)."""
         spec = self.spec
+        content = None
         if rng.random() < spec.p_generic:
             text = str(rng.choice(GENERIC))
         else:
@@ -414,7 +422,9 @@ class _Generator:
             if not chosen:
                 chosen = [int(clip["types"][rng.choice(order)])]
             rng.shuffle(chosen)
-            phrases = [self._event_phrase(e, rng) for e in chosen[:3]]
+            described = [self._event_phrase(e, rng) for e in chosen[:3]]
+            phrases = [phrase for phrase, _ in described]
+            content = [what for _, what in described]
             text = phrases[0]
             for p in phrases[1:]:
                 text = str(rng.choice(TEMPLATES_2)).format(a=text, b=p)
@@ -423,7 +433,7 @@ class _Generator:
         tokens = _tokenize(text)
         while len(tokens) < spec.min_tokens:
             tokens += _tokenize(str(rng.choice(FILLERS)))
-        return tokens[: spec.max_tokens]
+        return tokens[: spec.max_tokens], content
 
 
 def _split_sizes(spec: SyntheticSpec) -> dict[str, int]:
@@ -481,6 +491,8 @@ def is_current(root: str | os.PathLike, size: str, seed: int, spec: SyntheticSpe
     except json.JSONDecodeError:
         return False
     want = json.loads(json.dumps(dataclasses.asdict(spec if spec is not None else spec_for(size))))
+    if not all(qrels_path(root, split).is_file() for split in SPLITS):
+        return False  # written before the generator wrote qrels: regenerating gives identical arrays plus qrels
     return meta.get("size") == size and meta.get("seed") == seed and meta.get("spec") == want
 
 
@@ -494,6 +506,7 @@ def _write_all(root: Path, spec: SyntheticSpec, size: str, seed: int, quiet: boo
     ids = [f"synthetic_{i + 1:05d}.wav" for i in range(total)]
     feats: dict[str, dict] = {"audio": {}, "vggsound": {}}
     captions, w2v, meta_clips = {}, {}, {}
+    contents, clip_types = [], []
     miss_rng = np.random.default_rng([seed, 3])
     for i, cid in enumerate(ids):
         rng = np.random.default_rng([seed, 2, i])
@@ -501,7 +514,10 @@ def _write_all(root: Path, spec: SyntheticSpec, size: str, seed: int, quiet: boo
         for expert in feats:
             missing = miss_rng.random() < spec.p_missing.get(expert, 0.0)
             feats[expert][cid] = float("nan") if missing else clip["feats"][expert]
-        caps = [gen.caption(clip, rng) for _ in range(CAPTIONS_PER_CLIP)]
+        caps_content = [gen.caption_and_content(clip, rng) for _ in range(CAPTIONS_PER_CLIP)]
+        caps = [tokens for tokens, _ in caps_content]
+        contents.append([content for _, content in caps_content])
+        clip_types.append(clip["types"])
         captions[cid] = caps
         w2v[cid] = [words.embed(c) for c in caps]
         meta_clips[cid] = {"events": [gen.events[int(e)][1][0] for e in clip["types"]],
@@ -511,6 +527,8 @@ def _write_all(root: Path, spec: SyntheticSpec, size: str, seed: int, quiet: boo
     for split in SPLITS:
         n = sizes[split]
         (root / f"{split}_list.txt").write_text("".join(f"{c}\n" for c in ids[start:start + n]))
+        _write_split_qrels(root / QRELS_FILE.format(split=split), gen, ids[start:start + n],
+                           clip_types[start:start + n], contents[start:start + n])
         start += n
     for expert, rel in EXPERT_FILES.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -525,6 +543,51 @@ def _write_all(root: Path, spec: SyntheticSpec, size: str, seed: int, quiet: boo
     meta = {"generator": "data.synthetic", "size": size, "seed": seed, "splits": sizes,
             "spec": dataclasses.asdict(spec), "clips": meta_clips}
     (root / "synthetic-meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def _write_split_qrels(path: Path, gen: _Generator, clip_ids: list[str], clip_types: list, contents: list) -> None:
+    """Graded TREC qrels of one split: a caption's own clip has grade 2; every other clip of the split whose
+    latent events cover what the caption describes (each named event present, each vaguely named category
+    present) has grade 1. A generic caption describes nothing checkable: only its own clip."""
+    from retrieval.trec import write_trec_qrels
+
+    n_events, categories = gen.n_events, sorted(gen.by_category)
+    cat_index = {c: i for i, c in enumerate(categories)}
+    event_cat = np.array([cat_index[gen.events[e][0]] for e in range(n_events)])
+    has_event = np.zeros((len(clip_ids), n_events), dtype=np.float32)
+    for i, types in enumerate(clip_types):
+        has_event[i, types] = 1.0
+    has_cat = np.zeros((len(clip_ids), len(categories)), dtype=np.float32)
+    np.maximum.at(has_cat, (np.repeat(np.arange(len(clip_ids)), [len(t) for t in clip_types]),
+                            event_cat[np.concatenate(clip_types)] if clip_types else []), 1.0)
+    n_caps = len(clip_ids) * CAPTIONS_PER_CLIP
+    need_event = np.zeros((n_caps, n_events), dtype=np.float32)
+    need_cat = np.zeros((n_caps, len(categories)), dtype=np.float32)
+    specific = np.zeros(n_caps, dtype=bool)
+    for row, content in enumerate(c for caps in contents for c in caps):
+        if content is None:
+            continue
+        specific[row] = True
+        for kind, what in content:
+            if kind == "event":
+                need_event[row, what] = 1.0
+            else:
+                need_cat[row, cat_index[what]] = 1.0
+    # missing[r, j] = required events / categories of caption r that clip j lacks
+    missing = need_event @ (1.0 - has_event).T + need_cat @ (1.0 - has_cat).T
+    covered = (missing == 0) & specific[:, None]
+    qrels = {}
+    for row in range(n_caps):
+        own = row // CAPTIONS_PER_CLIP
+        judged = {clip_ids[j]: 1 for j in np.flatnonzero(covered[row])}
+        judged[clip_ids[own]] = 2
+        qrels[f"{clip_ids[own]}#{row % CAPTIONS_PER_CLIP}"] = judged
+    write_trec_qrels(path, qrels)
+
+
+def qrels_path(root: str | os.PathLike, split: str) -> Path:
+    """The multi-relevance qrels file of a split in a synthetic set (it may not exist for other data)."""
+    return Path(root) / QRELS_FILE.format(split=split)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""TREC run / qrels export for external tools (trec_eval, ir-measures, ranx). The ``.npy`` stays the truth.
+"""TREC runs and qrels: export for external tools (trec_eval, ir-measures, ranx) and robust reading back.
+
+The ``.npy`` matrix stays the truth for this toolkit's own stages; these files are the interchange format.
 
 Run lines are ``qid Q0 docno rank score tag``: ranks 1-based, scores descending, **ties broken by the lower
 column index** (the toolkit's one tie policy for orderings, see docs/FUSION.md). Note that trec_eval and
@@ -16,6 +18,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from retrieval.metrics import _row_block
+from utils.errors import UserError
 from utils.io import atomic_path
 
 _ESCAPES = (("%", "%25"), (" ", "%20"), ("\t", "%09"), ("\n", "%0A"), ("\r", "%0D"))
@@ -86,23 +89,123 @@ def write_trec_run(path: str | os.PathLike, sims: np.ndarray, query_ids: Sequenc
     return path
 
 
-def write_trec_qrels(path: str | os.PathLike, qrels: Mapping[str, Sequence[str]]) -> Path:
-    """Write ``qid 0 docno 1`` for every relevant document of every query (atomically)."""
+def write_trec_qrels(path: str | os.PathLike, qrels: Mapping[str, Sequence[str] | Mapping[str, int]]) -> Path:
+    """Write ``qid 0 docno grade`` lines (atomically): ``{qid: [docno, ...]}`` (grade 1) or ``{qid: {docno: grade}}``."""
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "w") as fh:
         for qid, docs in qrels.items():
             q = encode_id(str(qid))
-            fh.writelines(f"{q} 0 {encode_id(str(d))} 1\n" for d in docs)
+            items = docs.items() if isinstance(docs, Mapping) else ((d, 1) for d in docs)
+            for doc, grade in items:
+                if isinstance(grade, float) and not grade.is_integer():
+                    raise ValueError(f"qrels grade must be an integer, got {grade!r} for {qid!r} / {doc!r}")
+                fh.write(f"{q} 0 {encode_id(str(doc))} {int(grade)}\n")
     return path
 
 
+def write_qrels_from_matrix(path: str | os.PathLike, qrels, query_ids: Sequence[str], doc_ids: Sequence[str]) -> Path:
+    """Write a :class:`retrieval.qrels.Qrels` (CSR, aligned to ``query_ids`` x ``doc_ids``) as TREC qrels."""
+    rows = qrels.rows()
+    mapping: dict[str, dict[str, int]] = {}
+    for r, c, g in zip(rows.tolist(), qrels.cols.tolist(), qrels.gains.tolist()):
+        mapping.setdefault(query_ids[r], {})[doc_ids[c]] = g
+    return write_trec_qrels(path, mapping)
+
+
+def _lines(path: str | os.PathLike):
+    """``(line_number, fields)`` of the non-blank lines; unreadable / non-UTF-8 files are a one-line UserError."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for number, line in enumerate(fh, 1):
+                fields = line.split()
+                if fields:
+                    yield number, fields
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a folder, expected a TREC file") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
+
+
+def read_trec_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
+    """``{qid: {docno: grade}}`` of a TREC qrels file (``qid iter docno grade``; ids decoded).
+
+    Grades are integers, binary or graded; a negative grade is kept (trec_eval reads it as not relevant).
+    Bad lines raise :class:`UserError` naming the file and line.
+    """
+    qrels: dict[str, dict[str, int]] = {}
+    for number, fields in _lines(path):
+        where = f"{path}:{number}"
+        if len(fields) != 4:
+            raise UserError(f"{where}: expected 4 fields 'qid 0 docno grade', got {len(fields)}")
+        try:
+            grade = int(fields[3])
+        except ValueError:
+            raise UserError(f"{where}: grade {fields[3]!r} is not an integer") from None
+        qid, doc = decode_id(fields[0]), decode_id(fields[2])
+        docs = qrels.setdefault(qid, {})
+        if doc in docs and docs[doc] != grade:
+            raise UserError(f"{where}: query {qid!r} judges {doc!r} twice, with grades {docs[doc]} and {grade}")
+        docs[doc] = grade
+    if not qrels:
+        raise UserError(f"{path}: no judgements (empty qrels file)")
+    return qrels
+
+
 def read_trec_run(path: str | os.PathLike) -> dict[str, dict[str, float]]:
-    """``{qid: {docno: score}}`` of a TREC run file (ids decoded)."""
+    """``{qid: {docno: score}}`` of a TREC run file (``qid Q0 docno rank score tag``; ids decoded).
+
+    Bad lines (wrong field count, a non-integer rank, a non-finite score, one document twice for a query)
+    raise :class:`UserError` naming the file and line. The rank column is checked but not used: like
+    trec_eval, the order comes from the scores.
+    """
     run: dict[str, dict[str, float]] = {}
-    with open(path) as fh:
-        for line in fh:
-            parts = line.split()
-            if len(parts) != 6:
-                continue
-            run.setdefault(decode_id(parts[0]), {})[decode_id(parts[2])] = float(parts[4])
+    for number, fields in _lines(path):
+        where = f"{path}:{number}"
+        if len(fields) != 6:
+            raise UserError(f"{where}: expected 6 fields 'qid Q0 docno rank score tag', got {len(fields)}")
+        try:
+            int(fields[3])
+        except ValueError:
+            raise UserError(f"{where}: rank {fields[3]!r} is not an integer") from None
+        try:
+            score = float(fields[4])
+        except ValueError:
+            raise UserError(f"{where}: score {fields[4]!r} is not a number") from None
+        if not np.isfinite(score):
+            raise UserError(f"{where}: score {fields[4]!r} is not finite")
+        qid, doc = decode_id(fields[0]), decode_id(fields[2])
+        docs = run.setdefault(qid, {})
+        if doc in docs:
+            raise UserError(f"{where}: query {qid!r} lists document {doc!r} twice")
+        docs[doc] = score
+    if not run:
+        raise UserError(f"{path}: no run lines (empty run file)")
     return run
+
+
+def run_to_matrix(run: Mapping[str, Mapping[str, float]], query_ids: Sequence[str] | None = None,
+                  doc_ids: Sequence[str] | None = None, fill: float = -np.inf, where: str = "run"
+                  ) -> tuple[np.ndarray, list[str], list[str]]:
+    """Dense ``(Q, N)`` float64 scores of a run; documents a query did not retrieve get ``fill``.
+
+    Without ``query_ids`` / ``doc_ids`` the run's own ids are used (queries in file order, documents sorted).
+    A run id missing from given id lists is a :class:`UserError` (never silently dropped).
+    """
+    query_ids = list(run) if query_ids is None else list(query_ids)
+    doc_ids = sorted({d for docs in run.values() for d in docs}) if doc_ids is None else list(doc_ids)
+    row_of = {q: i for i, q in enumerate(query_ids)}
+    col_of = {d: j for j, d in enumerate(doc_ids)}
+    sims = np.full((len(query_ids), len(doc_ids)), fill, dtype=np.float64)
+    for qid, docs in run.items():
+        row = row_of.get(qid)
+        if row is None:
+            raise UserError(f"{where}: query {qid!r} is not one of the expected queries")
+        cols = [col_of.get(d) for d in docs]
+        if None in cols:
+            raise UserError(f"{where}: query {qid!r} retrieves {list(docs)[cols.index(None)]!r}, which is not a known document")
+        sims[row, cols] = list(docs.values())
+    return sims, query_ids, doc_ids

@@ -70,3 +70,12 @@ def test_against_ir_measures_on_trec_export(tmp_path):
     assert ours["R10"] == pytest.approx(100 * oracle[R @ 10], abs=1e-9)
     assert ours["R1"] == pytest.approx(100 * oracle[P @ 1], abs=1e-9)
     assert 0 < ours["R1"] < 100 and 0 < ours["R10"] < 100  # not a degenerate check
+
+
+def test_a2t_minus_inf_scores_and_clips_without_captions():
+    """-inf scores (clips a TREC run did not retrieve) tie among themselves; a clip no caption belongs to is nan."""
+    sims = np.array([[0.5, -np.inf, -np.inf],
+                     [-np.inf, -np.inf, 0.2]])
+    ranks = gt_ranks_a2t(sims, np.array([1, 1]))  # both captions belong to clip 1; clips 0 and 2 have none
+    assert np.isnan(ranks[0]) and np.isnan(ranks[2])
+    assert ranks[1] == 0.5  # best score -inf, tied with the other caption's -inf

@@ -164,6 +164,15 @@ def _fmt(m: dict[str, float]) -> str:
             f"MedR {m['MedR']:.1f} MeanR {m['MeanR']:.1f} geom {m[MONITOR]:.2f}")
 
 
+def _multi_relevance(config: dict, split: str, sims: np.ndarray, clip_ids, k: int) -> dict | None:
+    """Metrics against the data set's multi-relevance qrels (``qrels-<split>.trec``, docs/METRICS.md), if any."""
+    from data.clotho import root_feat_dir
+    from data.synthetic import qrels_path
+    from retrieval.qrels_metrics import qrels_file_metrics
+
+    return qrels_file_metrics(sims, qrels_path(root_feat_dir(config), split), clip_ids, k)
+
+
 # ---------------------------------------------------------------------------------------------- data
 def load_splits(config: dict, splits: list[str]) -> dict[str, TensorSplit]:
     from data.clotho import load_clotho  # imported late: keeps model/optimizer tests free of data deps
@@ -373,6 +382,7 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
         data.update(splits_loader(config, todo))
         timings["data_load_s"] += time.perf_counter() - t0
     results: dict[str, Any] = {}
+    multi_relevance: dict[str, Any] = {}
     eval_times = {}
     for split in eval_splits:
         t_ev = time.perf_counter()
@@ -380,6 +390,11 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
         sims = compute_sims(model, ts, device)
         K = ts.captions_per_clip
         results[split] = both_directions(sims, clip_major_gt_cols(ts.n, K))
+        multi = _multi_relevance(config, split, sims, ts.clip_ids, K)  # extra judgements, when the data has them
+        if multi is not None:
+            multi_relevance[split] = multi
+            logger.info(f"{split} multi-relevance t2a {_fmt(multi['t2a'])} mAP10 {multi['t2a']['mAP10']:.2f} "
+                        f"mAP16 {multi['t2a']['mAP16']:.2f} nDCG10 {multi['t2a']['nDCG10']:.2f} ({multi['file']})")
         if split in dump_splits:
             save_sims(run_dir / "sims", split, sims,
                       build_manifest(split, ts.clip_ids, ts.captions, source, captions_per_clip=K))
@@ -402,6 +417,8 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
         "history": history,
         "timings": timings,
     }
+    if multi_relevance:
+        metrics["multi_relevance"] = multi_relevance  # {split: {"t2a", "a2t", "file", "graded"}}
     write_json(run_dir / COMPLETE_MARKER, metrics)
     (run_dir / LAST_NAME).unlink(missing_ok=True)  # run complete: nothing left to resume
     logger.info(f"done: best epoch {best_epoch}, test t2a R1 {results['test']['t2a']['R1']:.2f} "
