@@ -15,8 +15,8 @@ from tqdm import tqdm
 from fusion import report
 from fusion.methods import fork_rank_weights, group_rows
 from fusion.registry import FUSERS, SCORE_BASED, fuse, get_fuser, get_normalizer
+from fusion.stats import caption_fusion_significance, metric_cis
 from retrieval.metrics import gt_ranks_a2t, gt_ranks_t2a, metrics_from_ranks, reciprocal_ranks
-from retrieval.significance import paired_randomization_test
 from retrieval.sims_io import SimsManifest, fused_manifest, load_sims, read_bare_sims, save_sims
 from retrieval.trec import write_trec_qrels, write_trec_run
 from utils.errors import UserError
@@ -139,15 +139,8 @@ def run_fusion(sims: np.ndarray, manifest: SimsManifest, out_dir: str | os.PathL
         write_trec_run(out_dir / f"{name}.trec", fused, manifest.clip_ids, manifest.clip_ids, name, trec_depth)
     write_trec_qrels(out_dir / "qrels.trec", {c: [c] for c in manifest.clip_ids})
 
-    per_clip_baseline = reciprocal_ranks(by_clip).mean(axis=1)
-    sig = {"test": f"paired randomisation, two-sided, {resamples} resamples, on per-clip reciprocal rank "
-                   "1/(rank+1); baseline per clip = mean RR of its K caption queries",
-           "vs_combsum": {}, "vs_baseline_per_clip": {}}
-    for name, rr in fused_rr.items():
-        sig["vs_baseline_per_clip"][name] = paired_randomization_test(rr, per_clip_baseline, resamples)
-        if "combsum" in fused_rr and name != "combsum":
-            sig["vs_combsum"][name] = paired_randomization_test(rr, fused_rr["combsum"], resamples)
-    results["significance"] = sig
+    results["significance"] = caption_fusion_significance(fused_rr, reciprocal_ranks(by_clip).mean(axis=1), resamples)
+    results["ci"] = {name: metric_cis(r, min(resamples, 2000)) for name, r in systems.items()}
     results["params"] = {key: v for key, v in params.items() if key != "weights"}
     results["protocol"] = PROTOCOL_NOTE
     results.update(extra or {})
