@@ -52,3 +52,30 @@ def plot_methods(path: str | os.PathLike, systems: dict[str, np.ndarray], resamp
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
+
+
+def plot_risk_reward(path: str | os.PathLike, parts: dict[str, dict], system: str, baseline: str) -> None:
+    """Win / loss histogram of per-query ΔRR of ``system`` vs ``baseline`` (one panel per part), as in the
+    risk-reward views of fusion studies: how many queries get better or worse, and by how much."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(parts), figsize=(6.2 * len(parts), 4.2), layout="constrained", squeeze=False)
+    for ax, (part, rr) in zip(axes[0], parts.items()):
+        edges = np.asarray(rr["delta_edges"])
+        counts = np.asarray(rr["delta_histogram"])
+        centres = np.arange(len(counts))
+        colours = ["C3" if hi <= 0 else "C2" for hi in edges[1:]]
+        ax.bar(centres, counts, color=colours, width=0.85)
+        ax.set_xticks(centres, [f"{lo:+g}..{hi:+g}" for lo, hi in zip(edges[:-1], edges[1:])], rotation=45,
+                      ha="right", fontsize=8)
+        ax.set_xlabel("ΔRR per query (fused − best single system)")
+        ax.set_ylabel("queries")
+        ax.set_title(f"{part.replace('_', ' ')}: {rr['wins']} better, {rr['losses']} worse, {rr['ties']} equal\n"
+                     f"URisk {rr['urisk']:+.4f}, TRisk {rr['trisk']:+.2f} (α = {rr['alpha']:g})", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{system} vs {baseline}", fontsize=10)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

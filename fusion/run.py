@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Fuse the K caption queries of each clip of a (K*N, N) similarity matrix into one query per clip, with "
         "several fusion methods, and evaluate them on the same matrix next to the unfused baselines. Writes "
         "<out>/results.json, results.md, methods.png, <method>.npy/.json/.trec and qrels.trec. "
-        "Exactly one input: --config (newest complete run), --run, or --sims."))
+        "Exactly one input: --config (newest complete run), --run, or --sims; or --runs RUN1 RUN2 ... to fuse "
+        "several systems of one split (weights learned on val), then their caption queries."))
     src = p.add_argument_group("input (exactly one)")
     src.add_argument("--config", help="training config; fuses the newest complete run of its experiment "
                      "(<trainer.save_dir>/<experiment>/<run-id>/)")
@@ -75,10 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu (numpy, default) or a GPU index N / cuda:N (torch)")
     p.add_argument("--no-plot", dest="plot", action="store_false", help="skip methods.png")
     p.add_argument("--quiet", action="store_true", help="no progress bars and no table on stdout")
+    from fusion.systems import add_arguments
+    add_arguments(p)  # --runs: fusion of several systems (fusion/systems.py)
     return p
 
 
 def main_from_args(args: argparse.Namespace) -> dict:
+    if args.runs:
+        from fusion.systems import main_from_args as fuse_systems_main
+        return fuse_systems_main(args)
     sims, manifest, run_dir, in_path = _resolve_input(args)
     methods = _parse_methods(args.methods)
     get_normalizer(args.norm)
@@ -182,7 +188,8 @@ def _parse_methods(spec: str) -> list[str]:
 def _resolve_input(args) -> tuple[np.ndarray, SimsManifest, Path | None, Path]:
     given = [flag for flag, v in (("--config", args.config), ("--run", args.run), ("--sims", args.sims)) if v]
     if len(given) != 1:
-        raise UserError(f"give exactly one input of --config, --run, --sims (got {', '.join(given) or 'none'})")
+        raise UserError(f"give exactly one input of --config, --run, --sims, or --runs A B ... to fuse systems "
+                        f"(got {', '.join(given) or 'none'})")
     if args.eval_from_training_config and not args.config:
         raise UserError("--eval_from_training_config needs --config")
     if args.captions_per_clip is not None and not args.sims:
