@@ -42,7 +42,7 @@ def _cell(m: dict, ci: dict, c: str) -> str:
 
 def format_table(results: dict) -> str:
     """Fixed-width t2a table: baselines, then every method with its CIs and p-values."""
-    widths = {c: (6 if c == "MedR" else 21) for c in _COLUMNS}
+    widths = {c: (6 if c == "MedR" else 23) for c in _COLUMNS}
     head = (f"{'system':<30} {'queries':>7} " + " ".join(f"{c:>{widths[c]}}" for c in _COLUMNS)
             + f"  {'p vs combsum':>17}  {'p vs unfused':>17}")
     lines = [head, "-" * len(head)]

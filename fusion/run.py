@@ -76,15 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu (numpy, default) or a GPU index N / cuda:N (torch)")
     p.add_argument("--no-plot", dest="plot", action="store_false", help="skip methods.png")
     p.add_argument("--quiet", action="store_true", help="no progress bars and no table on stdout")
-    from fusion.systems import add_arguments
+    from fusion.systems_cli import add_arguments
     add_arguments(p)  # --runs: fusion of several systems (fusion/systems.py)
     return p
 
 
 def main_from_args(args: argparse.Namespace) -> dict:
     if args.runs:
-        from fusion.systems import main_from_args as fuse_systems_main
+        from fusion.systems_cli import main_from_args as fuse_systems_main
         return fuse_systems_main(args)
+    from fusion.systems_cli import check_no_systems_flags
+    check_no_systems_flags(args)
     sims, manifest, run_dir, in_path = _resolve_input(args)
     methods = _parse_methods(args.methods)
     get_normalizer(args.norm)

@@ -45,11 +45,11 @@ def format_table(results: dict) -> str:
     for part in ("caption_queries", "clip_queries"):
         if part not in results:
             continue
-        head = (f"{'system':<30} {'queries':>7} " + " ".join(f"{c:>21}" if c != "MedR" else f"{c:>6}" for c in _COLUMNS)
+        head = (f"{'system':<30} {'queries':>7} " + " ".join(f"{c:>23}" if c != "MedR" else f"{c:>6}" for c in _COLUMNS)
                 + f" {'p rand':>8} {'p t':>8} {'Holm r':>8} {'Holm t':>8} {'win/loss/tie':>13}")
         out += ["", _TITLES[part], head, "-" * len(head)]
         for name, _, q, cells, p, wl in _cells(results, part):
-            out.append(f"{name:<30} {q:>7} " + " ".join(f"{c:>21}" if col != "MedR" else f"{c:>6}"
+            out.append(f"{name:<30} {q:>7} " + " ".join(f"{c:>23}" if col != "MedR" else f"{c:>6}"
                                                          for c, col in zip(cells, _COLUMNS))
                        + "".join(f" {x:>8}" for x in p) + f" {wl:>13}")
     out.append("[low, high]: 95% bootstrap CI; p vs the best single system (paired randomisation / paired t on "
