@@ -99,7 +99,12 @@ def write_run_curves(run_dir: str | os.PathLike, history: Sequence[dict], best_e
     run_dir = Path(run_dir)
     path = plot_curves(run_dir / CURVES_NAME, history, best_epoch, title=f"{run_dir.parent.name} / {run_dir.name}")
     if tensorboard:
-        write_tensorboard(run_dir / TENSORBOARD_DIR, history, best_epoch)
+        try:
+            write_tensorboard(run_dir / TENSORBOARD_DIR, history, best_epoch)
+        except ImportError as err:  # never lose a finished training to a missing optional viewer
+            print(f"warning: trainer.tensorboard is true but TensorBoard is unavailable ({err}); "
+                  "pip install tensorboard, then: python -m trainer.curves --tensorboard " + str(run_dir),
+                  file=sys.stderr)
     return path
 
 
