@@ -65,7 +65,19 @@ def load_systems(runs: Sequence[str], split: str, *, val_runs: Sequence[str] | N
         if val[0].manifest.split == test[0].manifest.split:
             raise UserError(f"{val[0].where}: the weights' split is {val[0].manifest.split!r}, the same as the "
                             "evaluated split; learn weights on val, evaluate on test")
+    for t, v in zip(test, val):
+        if v is not None:
+            _check_same_run(t, v)
     return [System(n, str(r), t, v) for n, r, t, v in zip(names, runs, test, val)]
+
+
+def _check_same_run(test: SplitData, val: SplitData) -> None:
+    """A system's val and test matrices must come from the same trained model (where the manifests say which)."""
+    for key in ("run", "config_hash", "seed", "checkpoint"):
+        a, b = test.manifest.source.get(key), val.manifest.source.get(key)
+        if a is not None and b is not None and a != b:
+            raise UserError(f"{val.where}: source {key} {b!r} differs from {test.where}'s {a!r}: a system's val and "
+                            "test runs must come from the same model (check the order of --val-runs)")
 
 
 def _default_names(runs: Sequence[str]) -> list[str]:

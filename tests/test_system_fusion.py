@@ -143,3 +143,15 @@ def test_identity_checks_reject_mismatched_runs(two_runs, capsys):
     # modes do not mix
     assert _cli(["--runs", str(a), str(b), "--run", str(a), *args]) == 2 and not out.exists()
     assert _cli(["--runs", str(a), *args]) == 2  # one system is not a fusion
+
+
+def test_val_runs_must_come_from_the_same_model(two_runs, capsys):
+    root, (a, b) = two_runs
+    out = root / "out"
+    # --val-runs in the wrong order: each system's val comes from the other model
+    assert _cli(["--runs", str(a / "sims" / "test.npy"), str(b / "sims" / "test.npy"),
+                 "--val-runs", str(b / "sims" / "val.npy"), str(a / "sims" / "val.npy"), "--out", str(out)]) == 2
+    assert "must come from the same model" in capsys.readouterr().err and not out.exists()
+    assert _cli(["--runs", str(a / "sims" / "test.npy"), str(b / "sims" / "test.npy"),
+                 "--val-runs", str(a / "sims" / "val.npy"), str(b / "sims" / "val.npy"), "--out", str(out),
+                 "--quiet", "--no-plot", "--resamples", "20", "--systems-methods", "weighted_combsum"]) == 0
