@@ -34,6 +34,12 @@ def test_fuse_systems_equals_the_formulas():
                        sum(wi * _minmax(m) for wi, m in zip(w, mats)), atol=1e-6)
     ranks = [np.argsort(np.argsort(-m, axis=1, kind="stable"), axis=1) + 1 for m in mats]
     assert np.allclose(fuse_systems("rrf", mats, norm="none", params={"k": 60}), sum(1 / (60 + r) for r in ranks))
+    # the torch backend (--device N on a GPU) runs the same kernels: checked here through torch on the CPU
+    for method in ("weighted_combsum", "rrf", "combmnz"):
+        a = fuse_systems(method, mats, norm="min-max", weights=w if method == "weighted_combsum" else None)
+        b = fuse_systems(method, mats, norm="min-max", weights=w if method == "weighted_combsum" else None,
+                         device="torch:cpu")
+        assert np.allclose(a, b, atol=1e-6), method
 
 
 def test_simplex_grid():
