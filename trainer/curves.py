@@ -61,10 +61,15 @@ def plot_curves(path: str | os.PathLike, history: Sequence[dict], best_epoch: in
             ax.axvline(best_epoch, color="grey", linestyle=":", linewidth=1.2,
                        label="selected epoch" if ax is ax_val else None)
         if best is not None:
-            ax_val.annotate(f"selected: epoch {best_epoch}\ngeom {best['val'][MONITOR]:.2f}",
-                            (best_epoch, best["val"][MONITOR]), textcoords="offset points", xytext=(6, -28),
-                            fontsize=8)
-    ax_val.legend(fontsize=8, loc="lower right")
+            y = best["val"][MONITOR]
+            ax_val.plot([best_epoch], [y], marker="*", markersize=13, color="C3", zorder=5)
+            late = best_epoch > (epochs[0] + epochs[-1]) / 2
+            ax_val.annotate(f"selected: epoch {best_epoch}\ngeom {y:.2f}", (best_epoch, y), textcoords="offset points",
+                            xytext=(-12, -26) if late else (8, -26), ha="right" if late else "left", fontsize=8)
+    from matplotlib.ticker import MaxNLocator
+    for ax in (ax_loss, ax_val):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_val.legend(fontsize=8, loc="best")
     fig.suptitle(title or "training curves", fontsize=10)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
