@@ -156,13 +156,18 @@ def run_system_fusion(systems: Sequence[System], out_dir: str | os.PathLike, met
         best_name = max(names, key=lambda nm: metrics_from_ranks(gt_ranks_t2a(test[names.index(nm)], gt))[metric])
 
     def caption_fused_ranks(sims: np.ndarray) -> np.ndarray | None:
-        if captions_method == "none":
+        if sims is None:
             return None
         return gt_ranks_t2a(fuse(captions_method, sims, k, params=params, rows=rows, device=device), diag)
 
     ranks_a, ranks_b, kind = {}, {}, {}
     for nm, sims in zip(names, test):
-        ranks_a[nm], ranks_b[nm], kind[nm] = gt_ranks_t2a(sims, gt), caption_fused_ranks(sims), "single system"
+        # captions of a single system are fused from its --systems-norm rows, like those of a system fusion, so
+        # that weights (1, 0, ...) reproduce the single system exactly in both parts
+        normalised = None if captions_method == "none" else fuse_systems("combsum", [sims], norm=systems_norm,
+                                                                         device=device)
+        ranks_a[nm], ranks_b[nm], kind[nm] = gt_ranks_t2a(sims, gt), caption_fused_ranks(normalised), "single system"
+        del normalised
     primary = LEARNED if LEARNED in methods else methods[0]
     for method in tqdm(methods, desc="system fusion", disable=not progress):
         fused = fuse_systems(method, test, norm=systems_norm, weights=weights if method == LEARNED else None,
@@ -188,7 +193,8 @@ def run_system_fusion(systems: Sequence[System], out_dir: str | os.PathLike, met
         "systems_norm": systems_norm, "captions_method": captions_method, "params": params,
         "weights": weight_info, "primary": f"fusion: {primary}", **parts,
         "notes": ("part caption_queries: every caption row fused across systems (K*N queries); part clip_queries: "
-                  f"then the K caption rows of each clip fused with {captions_method} (N queries). Tests (paired "
+                  f"then the K caption rows of each clip fused with {captions_method} (N queries; a single system's "
+                  f"rows are {systems_norm}-normalised first, like a fusion's). Tests (paired "
                   "randomisation and paired t, Holm over the family of all rows compared with the best single "
                   "system) and risk-reward use per-clip reciprocal ranks (part caption_queries: mean over the "
                   "clip's K captions). CIs: 95% percentile bootstrap over queries."),

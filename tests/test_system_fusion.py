@@ -161,3 +161,17 @@ def test_val_runs_must_come_from_the_same_model(two_runs, capsys):
     assert _cli(["--runs", str(a / "sims" / "test.npy"), str(b / "sims" / "test.npy"),
                  "--val-runs", str(a / "sims" / "val.npy"), str(b / "sims" / "val.npy"), "--out", str(out),
                  "--quiet", "--no-plot", "--resamples", "20", "--systems-methods", "weighted_combsum"]) == 0
+
+
+def test_a_weight_of_one_reproduces_the_single_system_in_both_parts(tmp_path):
+    runs = three_systems(tmp_path, n=30)
+    out = tmp_path / "out"
+    assert _cli(["--runs", str(runs[0]), str(runs[2]), "--out", str(out), "--systems-methods", "weighted_combsum",
+                 "--quiet", "--no-plot", "--resamples", "50"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["weights"]["weights"] == {"good": 1.0, "noise": 0.0}
+    for part in ("caption_queries", "clip_queries"):
+        rows = res[part]["rows"]
+        assert rows["fusion: weighted_combsum"]["metrics"] == rows["good"]["metrics"], part
+        rr = res[part]["risk_reward"]["fusion: weighted_combsum"]
+        assert rr["ties"] == 30 and rr["wins"] == rr["losses"] == 0
