@@ -40,6 +40,11 @@ def _header(results: dict) -> list[str]:
     return lines
 
 
+def _trisk(rr: dict) -> str:
+    t = rr.get("trisk")
+    return "n/a" if t is None or t != t or t in (float("inf"), float("-inf")) else f"{t:+.2f}"
+
+
 def format_table(results: dict) -> str:
     out = _header(results)
     for part in ("caption_queries", "clip_queries"):
@@ -72,7 +77,7 @@ def to_markdown(results: dict) -> str:
                 "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for name, rr in results[part]["risk_reward"].items():
             out.append(f"| {name} | {rr['wins']} | {rr['losses']} | {rr['ties']} | {rr['mean_gain_on_wins']:+.4f} | "
-                       f"{rr['mean_loss_on_losses']:+.4f} | {rr['urisk']:+.4f} | {rr['trisk']:+.2f} |")
+                       f"{rr['mean_loss_on_losses']:+.4f} | {rr['urisk']:+.4f} | {_trisk(rr)} |")
         out.append("")
     out += [results["notes"], "", f"Command: `{results['command']}`"]
     return "\n".join(out) + "\n"

@@ -204,8 +204,7 @@ def run_system_fusion(systems: Sequence[System], out_dir: str | os.PathLike, met
         write_json(out_dir / "weights.json", weight_info)
     if plot:
         from fusion.plot import plot_risk_reward
-        plot_risk_reward(out_dir / "risk-reward.png", {p: results[p]["risk_reward"][results["primary"]]
-                                                        for p in parts}, results["primary"], best_name)
+        plot_risk_reward(out_dir / "risk-reward.png", {p: results[p]["risk_reward"] for p in parts}, best_name)
     return results
 
 
