@@ -47,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--eval_from_training_config", action="store_true",
                      help="read the run from --config (the fork's README command; implied by --config)")
     src.add_argument("--run", help="a run folder data/saved/<experiment>/<run-id>/; reads sims/<split>.npy")
-    src.add_argument("--sims", help="a matrix file: .npy with a .json manifest beside it, a bare .npy, or the "
-                     "fork's CSV (header row of column indices, K*N rows x N columns, rows clip-major)")
+    src.add_argument("--sims", help="a matrix file: .npy with a .json manifest beside it, a bare .npy, the "
+                     "fork's CSV (header row of column indices, K*N rows x N columns, rows clip-major), or a TREC run "
+                     "(.trec/.run/.txt/.tsv) of the caption queries with --qrels")
     src.add_argument("--captions_per_clip", type=int, default=None,
                      help="K for a bare --sims matrix (default 5); must match the manifest if there is one")
     p.add_argument("--split", default="test", help="split of a run to fuse (default test)")
@@ -208,6 +209,10 @@ def _resolve_input(args) -> tuple[np.ndarray, SimsManifest, Path | None, Path]:
         sims, manifest = load_sims(run_dir, args.split)
         return sims, manifest, run_dir, run_dir
     path = Path(args.sims)
+    from fusion.trec_input import TREC_SUFFIXES, load_trec_pair
+    if path.suffix in TREC_SUFFIXES:  # another tool's run of the caption queries, with its qrels
+        sims, manifest = load_trec_pair(path, args.qrels, args.split)
+        return sims, manifest, None, path
     if path.suffix == ".npy" and path.with_suffix(".json").is_file():
         sims, manifest = load_sims(path)
         if args.captions_per_clip not in (None, manifest.captions_per_clip):

@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--val-runs", dest="val_runs", nargs="+", metavar="RUN",
                    help="the systems' val runs (one per --runs entry, same order) for the weights, when --runs are "
                    "files; run folders bring their own sims/val.npy")
-    g.add_argument("--qrels", help="TREC qrels of the --runs' split (needed when every system is a TREC run)")
+    g.add_argument("--qrels", help="TREC qrels of the --runs' split (needed when every system is a TREC run), or "
+                   "of a --sims TREC run")
     g.add_argument("--val-qrels", dest="val_qrels", help="TREC qrels of the --val-runs")
     g.add_argument("--systems-methods", dest="systems_methods", default="all",
                    help=f"comma-separated methods that fuse the systems, or 'all' (default): {', '.join(FUSERS)}; "
@@ -47,7 +48,7 @@ SYSTEMS_ONLY = ("names", "val_runs", "qrels", "val_qrels")
 
 def check_no_systems_flags(args: argparse.Namespace) -> None:
     """The --runs options mean nothing to caption fusion of one run: refuse them rather than ignore them."""
-    given = [f"--{k.replace('_', '-')}" for k in SYSTEMS_ONLY if getattr(args, k)]
+    given = [f"--{k.replace('_', '-')}" for k in SYSTEMS_ONLY if getattr(args, k) and not (k == "qrels" and args.sims)]
     given += [f"--{k.replace('_', '-')}" for k, default in (("systems_methods", "all"), ("systems_norm", "min-max"),
               ("captions_method", "combsum"), ("weights_search", "auto"), ("weights_step", 0.1),
               ("optimize_metric", "mAP10")) if getattr(args, k) != default]

@@ -120,6 +120,19 @@ def sims_from_trec_run(path: str | os.PathLike, manifest: SimsManifest) -> np.nd
     return sims
 
 
+TREC_SUFFIXES = (".trec", ".run", ".txt", ".tsv")
+
+
+def load_trec_pair(run: str | os.PathLike, qrels: str | os.PathLike | None, split: str
+                   ) -> tuple[np.ndarray, SimsManifest]:
+    """``(sims, manifest)`` of a TREC run and its qrels (``fusion.py --sims RUN.trec --qrels QRELS``)."""
+    if qrels is None:
+        raise UserError(f"{run}: a TREC run needs --qrels FILE (the queries, their relevant clips, the collection)")
+    manifest = manifest_from_qrels(qrels, split)
+    manifest.source = {"trec_run": str(run), "qrels": str(qrels)}
+    return sims_from_trec_run(run, manifest), manifest
+
+
 def is_trec_file(path: str | os.PathLike) -> bool:
     """A path names a TREC run when it is a file that is not a ``.npy`` matrix (e.g. ``.trec``, ``.run``, ``.txt``)."""
     p = Path(path)

@@ -115,3 +115,17 @@ def test_qpp_reads_trec_runs_like_the_run_folder(tmp_path):
     assert (tmp_path / "got" / "weights.npy").is_file() and (tmp_path / "got" / "input" / "sims" / "val.npy").is_file()
     assert run_cli(qpp_main, ["--trec-run", str(test), "--qrels", str(tmp_path / "trec" / "qrels-test.trec"),
                               "--features", "text"]) == 2
+
+
+def test_caption_fusion_of_one_trec_run_equals_its_matrix(tmp_path):
+    runs = three_systems(tmp_path / "runs", n=15)
+    path = _export(runs[0], "test", tmp_path / "trec")
+    common = ["--methods", "combsum,rrf", "--resamples", "50", "--quiet", "--no-plot"]
+    assert _fusion(["--run", str(runs[0]), "--out", str(tmp_path / "a"), *common]) == 0
+    assert _fusion(["--sims", str(path), "--qrels", str(tmp_path / "trec" / "qrels-test.trec"),
+                    "--out", str(tmp_path / "b"), *common]) == 0
+    a = json.loads((tmp_path / "a" / "results.json").read_text())
+    b = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert a["methods"] == b["methods"] and a["baseline_per_caption"] == b["baseline_per_caption"]
+    assert _fusion(["--sims", str(path), "--out", str(tmp_path / "c"), *common]) == 2  # no qrels
+    assert not (tmp_path / "c").exists()
