@@ -9,7 +9,9 @@ from utils.errors import run_cli
 
 def main(argv: Sequence[str] | None = None) -> dict:
     from fusion.run import build_parser, main_from_args  # the package fusion/ wins over this script's name
-    return main_from_args(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # the command recorded in the reports
+    return main_from_args(args)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python qpp.py --config configs/clotho/train-vggish-vggsound.json --eval_from_training_config
     python qpp.py --run data/saved/<experiment>/<run-id> [--features text,score,variation] [--cv 5]
+    python qpp.py --trec-run test.trec --qrels test-qrels.trec --fit-trec-run val.trec --fit-qrels val-qrels.trec
 """
 from __future__ import annotations
 
@@ -32,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="pick the newest complete run (metrics.json present) of --config's experiment")
     src.add_argument("--custom_args", default=None, help="config overrides 'a.b=1,c.d=x' applied when reading --config")
     src.add_argument("--run", help="a run folder data/saved/<experiment>/<run-id> (needs sims/test.npy + .json)")
+    src.add_argument("--trec-run", dest="trec_run", help="instead of a run folder: a TREC run of the test caption "
+                     "queries (any tool's), with --qrels; score features only (default --features score,variation)")
+    src.add_argument("--qrels", help="TREC qrels of --trec-run: each query's one relevant clip (K queries per clip)")
+    src.add_argument("--fit-trec-run", dest="fit_trec_run", help="TREC run of the fitting (val) queries, with "
+                     "--fit-qrels (else use --cv K)")
+    src.add_argument("--fit-qrels", dest="fit_qrels", help="TREC qrels of --fit-trec-run")
     q = p.add_argument_group("protocol")
     q.add_argument("--fit-split", default="val", choices=FIT_SPLITS,
                    help="split to fit the predictors on (default val: queries the embedding model never trained on); "
@@ -75,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_run(args) -> Path:
+    if args.trec_run or args.qrels or args.fit_trec_run or args.fit_qrels:
+        return _resolve_trec(args)
     if args.run and (args.config or args.eval_from_training_config):
         raise UserError("give either --run or --config --eval_from_training_config, not both")
     if args.run:
@@ -87,6 +96,27 @@ def resolve_run(args) -> Path:
 
         return newest_run_of_config(args.config, args.custom_args)
     raise UserError("name a run: --run RUN, or --config CFG --eval_from_training_config")
+
+
+def _resolve_trec(args) -> Path:
+    from qpp.trec_input import TREC_FEATURES, materialise_trec_input
+
+    if not (args.trec_run and args.qrels):
+        raise UserError("TREC input needs --trec-run FILE and --qrels FILE")
+    if args.run or args.config or args.eval_from_training_config or args.reproduce_fork:
+        raise UserError("--trec-run replaces --run / --config and does not combine with --reproduce-fork")
+    if args.fit_trec_run is None and args.cv is None:
+        raise UserError("--trec-run: give the fitting queries (--fit-trec-run FILE --fit-qrels FILE) or --cv K")
+    if args.features == ",".join(DEFAULT_FEATURES):
+        args.features = ",".join(TREC_FEATURES)
+    bad = [f for f in parse_list(args.features, FEATURE_GROUPS, "feature group") if f not in TREC_FEATURES]
+    if bad:
+        raise UserError(f"--features {','.join(bad)}: a TREC run has no caption text; use {','.join(TREC_FEATURES)}")
+    if args.cv is not None and args.cv < 2:
+        raise UserError(f"--cv must be >= 2, got {args.cv}")
+    run = Path(args.trec_run)
+    args.out = args.out or str(run.parent / f"{run.stem}-qpp")
+    return materialise_trec_input(args.trec_run, args.qrels, args.fit_trec_run, args.fit_qrels, args.out)
 
 
 def main(argv=None) -> dict:

@@ -52,3 +52,46 @@ def plot_methods(path: str | os.PathLike, systems: dict[str, np.ndarray], resamp
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
+
+
+def plot_risk_reward(path: str | os.PathLike, parts: dict[str, dict[str, dict]], baseline: str) -> None:
+    """Risk-reward view (as in Benham & Culpepper's fusion studies): for every system vs ``baseline``, the queries
+    it makes worse (left, red) and better (right, green), stacked by the size of the change in RR (darker =
+    larger); one panel per part. ``parts``: ``{part: {system: fusion.stats.risk_reward(...)}}``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_rows = max(len(p) for p in parts.values())
+    fig, axes = plt.subplots(1, len(parts), figsize=(7.2 * len(parts), 1.2 + 0.42 * n_rows), layout="constrained",
+                             squeeze=False)
+    for ax, (part, systems) in zip(axes[0], parts.items()):
+        names = list(systems)[::-1]  # first system on top
+        y = np.arange(len(names))
+        edges = np.asarray(next(iter(systems.values()))["delta_edges"])
+        half = len(edges) // 2  # bins [0, half) are losses (most negative first), [half, ...) wins
+        reds, greens = plt.get_cmap("Reds"), plt.get_cmap("Greens")
+        for side, order, cmap in (("loss", range(half - 1, -1, -1), reds), ("win", range(half, len(edges) - 1), greens)):
+            start = np.zeros(len(names))
+            for step, b in enumerate(order):
+                counts = np.array([systems[nm]["delta_histogram"][b] for nm in names], dtype=float)
+                sign = -1.0 if side == "loss" else 1.0
+                label = f"{edges[b]:+g}..{edges[b + 1]:+g}"
+                ax.barh(y, sign * counts, left=sign * start, color=cmap(0.3 + 0.7 * step / max(half - 1, 1)),
+                        label=label, height=0.7)
+                start += counts
+        for i, nm in enumerate(names):
+            rr = systems[nm]
+            trisk = "n/a" if rr["trisk"] is None or not np.isfinite(rr["trisk"]) else f"{rr['trisk']:+.1f}"
+            ax.text(1.0, i, f" {rr['wins']}/{rr['losses']}/{rr['ties']}  TRisk {trisk}", va="center",
+                    fontsize=7, transform=ax.get_yaxis_transform())
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_yticks(y, names, fontsize=8)
+        ax.set_xlabel(f"queries worse (left) / better (right) than {baseline}", fontsize=9)
+        ax.set_title(f"{part.replace('_', ' ')}: wins/losses/ties, TRisk (α = 1)", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, title="ΔRR", fontsize=7, title_fontsize=8, loc="outside right center")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

@@ -15,8 +15,8 @@ from tqdm import tqdm
 from fusion import report
 from fusion.methods import fork_rank_weights, group_rows
 from fusion.registry import FUSERS, SCORE_BASED, fuse, get_fuser, get_normalizer
+from fusion.stats import caption_fusion_significance, metric_cis
 from retrieval.metrics import gt_ranks_a2t, gt_ranks_t2a, metrics_from_ranks, reciprocal_ranks
-from retrieval.significance import paired_randomization_test
 from retrieval.sims_io import SimsManifest, fused_manifest, load_sims, read_bare_sims, save_sims
 from retrieval.trec import write_trec_qrels, write_trec_run
 from utils.errors import UserError
@@ -39,15 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
         "Fuse the K caption queries of each clip of a (K*N, N) similarity matrix into one query per clip, with "
         "several fusion methods, and evaluate them on the same matrix next to the unfused baselines. Writes "
         "<out>/results.json, results.md, methods.png, <method>.npy/.json/.trec and qrels.trec. "
-        "Exactly one input: --config (newest complete run), --run, or --sims."))
+        "Exactly one input: --config (newest complete run), --run, or --sims; or --runs RUN1 RUN2 ... to fuse "
+        "several systems of one split (weights learned on val), then their caption queries."))
     src = p.add_argument_group("input (exactly one)")
     src.add_argument("--config", help="training config; fuses the newest complete run of its experiment "
                      "(<trainer.save_dir>/<experiment>/<run-id>/)")
     src.add_argument("--eval_from_training_config", action="store_true",
                      help="read the run from --config (the fork's README command; implied by --config)")
     src.add_argument("--run", help="a run folder data/saved/<experiment>/<run-id>/; reads sims/<split>.npy")
-    src.add_argument("--sims", help="a matrix file: .npy with a .json manifest beside it, a bare .npy, or the "
-                     "fork's CSV (header row of column indices, K*N rows x N columns, rows clip-major)")
+    src.add_argument("--sims", help="a matrix file: .npy with a .json manifest beside it, a bare .npy, the "
+                     "fork's CSV (header row of column indices, K*N rows x N columns, rows clip-major), or a TREC run "
+                     "(.trec/.run/.txt/.tsv) of the caption queries with --qrels")
     src.add_argument("--captions_per_clip", type=int, default=None,
                      help="K for a bare --sims matrix (default 5); must match the manifest if there is one")
     p.add_argument("--split", default="test", help="split of a run to fuse (default test)")
@@ -75,10 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu (numpy, default) or a GPU index N / cuda:N (torch)")
     p.add_argument("--no-plot", dest="plot", action="store_false", help="skip methods.png")
     p.add_argument("--quiet", action="store_true", help="no progress bars and no table on stdout")
+    from fusion.systems_cli import add_arguments
+    add_arguments(p)  # --runs: fusion of several systems (fusion/systems.py)
     return p
 
 
 def main_from_args(args: argparse.Namespace) -> dict:
+    if args.runs:
+        from fusion.systems_cli import main_from_args as fuse_systems_main
+        return fuse_systems_main(args)
+    from fusion.systems_cli import check_no_systems_flags
+    check_no_systems_flags(args)
     sims, manifest, run_dir, in_path = _resolve_input(args)
     methods = _parse_methods(args.methods)
     get_normalizer(args.norm)
@@ -139,15 +148,8 @@ def run_fusion(sims: np.ndarray, manifest: SimsManifest, out_dir: str | os.PathL
         write_trec_run(out_dir / f"{name}.trec", fused, manifest.clip_ids, manifest.clip_ids, name, trec_depth)
     write_trec_qrels(out_dir / "qrels.trec", {c: [c] for c in manifest.clip_ids})
 
-    per_clip_baseline = reciprocal_ranks(by_clip).mean(axis=1)
-    sig = {"test": f"paired randomisation, two-sided, {resamples} resamples, on per-clip reciprocal rank "
-                   "1/(rank+1); baseline per clip = mean RR of its K caption queries",
-           "vs_combsum": {}, "vs_baseline_per_clip": {}}
-    for name, rr in fused_rr.items():
-        sig["vs_baseline_per_clip"][name] = paired_randomization_test(rr, per_clip_baseline, resamples)
-        if "combsum" in fused_rr and name != "combsum":
-            sig["vs_combsum"][name] = paired_randomization_test(rr, fused_rr["combsum"], resamples)
-    results["significance"] = sig
+    results["significance"] = caption_fusion_significance(fused_rr, reciprocal_ranks(by_clip).mean(axis=1), resamples)
+    results["ci"] = {name: metric_cis(r, min(resamples, 2000)) for name, r in systems.items()}
     results["params"] = {key: v for key, v in params.items() if key != "weights"}
     results["protocol"] = PROTOCOL_NOTE
     results.update(extra or {})
@@ -189,7 +191,8 @@ def _parse_methods(spec: str) -> list[str]:
 def _resolve_input(args) -> tuple[np.ndarray, SimsManifest, Path | None, Path]:
     given = [flag for flag, v in (("--config", args.config), ("--run", args.run), ("--sims", args.sims)) if v]
     if len(given) != 1:
-        raise UserError(f"give exactly one input of --config, --run, --sims (got {', '.join(given) or 'none'})")
+        raise UserError(f"give exactly one input of --config, --run, --sims, or --runs A B ... to fuse systems "
+                        f"(got {', '.join(given) or 'none'})")
     if args.eval_from_training_config and not args.config:
         raise UserError("--eval_from_training_config needs --config")
     if args.captions_per_clip is not None and not args.sims:
@@ -206,6 +209,10 @@ def _resolve_input(args) -> tuple[np.ndarray, SimsManifest, Path | None, Path]:
         sims, manifest = load_sims(run_dir, args.split)
         return sims, manifest, run_dir, run_dir
     path = Path(args.sims)
+    from fusion.trec_input import TREC_SUFFIXES, load_trec_pair
+    if path.suffix in TREC_SUFFIXES:  # another tool's run of the caption queries, with its qrels
+        sims, manifest = load_trec_pair(path, args.qrels, args.split)
+        return sims, manifest, None, path
     if path.suffix == ".npy" and path.with_suffix(".json").is_file():
         sims, manifest = load_sims(path)
         if args.captions_per_clip not in (None, manifest.captions_per_clip):

@@ -419,6 +419,8 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
     }
     if multi_relevance:
         metrics["multi_relevance"] = multi_relevance  # {split: {"t2a", "a2t", "file", "graded"}}
+    from trainer.curves import write_run_curves  # curves.png (+ TensorBoard events) from the per-epoch history
+    write_run_curves(run_dir, history, best_epoch, tensorboard=bool(trainer_cfg.get("tensorboard", False)))
     write_json(run_dir / COMPLETE_MARKER, metrics)
     (run_dir / LAST_NAME).unlink(missing_ok=True)  # run complete: nothing left to resume
     logger.info(f"done: best epoch {best_epoch}, test t2a R1 {results['test']['t2a']['R1']:.2f} "
