@@ -51,6 +51,8 @@ def load_config(path: str | os.PathLike, custom_args: str | None = None,
     resolved = merge(copy.deepcopy(schema), merged)
     for keypath, raw in _split_custom_args(custom_args):
         _apply_override(resolved, schema, keypath, raw)
+    from utils.config_rules import check_values  # value ranges and unsupported settings (one line per problem)
+    check_values(resolved, f"{path}{' + --custom_args' if custom_args else ''}")
     return resolved
 
 
