@@ -163,17 +163,21 @@ def bench_large(args):
             print(f"{name:<34} {dt:>8.2f} s  ({sims.nbytes / 1e9 / dt:.2f} GB/s of input)")
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeat", type=int, default=3, help="best of this many runs (default 3)")
+def main(argv=None):
+    from utils.cli import ArgumentParser, positive_int
+
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeat", type=positive_int, default=3, help="best of this many runs (default 3)")
     p.add_argument("--large", default="50000x10000", help="rows x columns of the large memmapped matrix, or 'none'")
     p.add_argument("--tmp", default=None, help="folder for the large memmap (default the system temp)")
     p.add_argument("--no-ranx", action="store_true", help="skip the ranx comparison")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     bench_clotho(args)
     if args.large != "none":
         bench_large(args)
 
 
 if __name__ == "__main__":
-    main()
+    from utils.errors import run_cli
+
+    sys.exit(run_cli(main))

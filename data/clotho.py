@@ -338,7 +338,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from utils.config import load_config
 
-    parser = argparse.ArgumentParser(prog="python -m data.clotho",
+    from utils.cli import ArgumentParser  # one-line usage errors, exit 2
+
+    parser = ArgumentParser(prog="python -m data.clotho",
                                      description="Load (and validate) the data set named by a config; print a summary.")
     parser.add_argument("config")
     parser.add_argument("--splits", default="train,val,test")

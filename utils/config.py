@@ -235,7 +235,9 @@ def _apply_override(config: dict, schema: dict, keypath: str, raw: str) -> None:
 # CLI: print the resolved config
 # ----------------------------------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    from utils.cli import ArgumentParser  # one-line usage errors, exit 2
+
+    parser = ArgumentParser(
         prog="python -m utils.config",
         description="Print the fully resolved config (inheritance + schema defaults + overrides) as JSON.")
     parser.add_argument("config", help="config JSON file, e.g. configs/clotho/train-vggish-vggsound.json")

@@ -23,7 +23,7 @@ def os_error_message(err: OSError) -> str:
     """``<path>: <reason>`` for an OSError (the path is its filename, or the second path of a rename)."""
     reason = err.strerror or (os.strerror(err.errno) if err.errno else str(err))
     if err.errno == errno.ENOSPC:
-        reason = "No space left on device (free some space and re-run; nothing partial was kept)"
+        reason = f"{reason} (free some space and re-run; nothing partial was kept)"
     paths = [p for p in (err.filename, err.filename2) if p is not None]
     where = " -> ".join(os.fsdecode(p) if isinstance(p, (bytes, os.PathLike)) else str(p) for p in paths)
     return f"{where}: {reason}" if where else f"{reason} ({type(err).__name__})"
