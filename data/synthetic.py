@@ -454,6 +454,8 @@ def generate(out_dir: str | os.PathLike, size: str = "clotho", seed: int = 0, sp
     try:
         try:
             _write_all(tmp, spec, size, seed, quiet)
+            from utils.testhooks import pause
+            pause("synthetic-write")  # crash tests: the set is written in its temporary folder, not yet renamed
         except OSError as err:  # a write() on a full disk names no file: name the set being written
             if err.filename is None:
                 raise OSError(err.errno, err.strerror, str(final)) from None

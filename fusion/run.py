@@ -22,7 +22,7 @@ from retrieval.trec import write_trec_qrels, write_trec_run
 from utils.cli import ArgumentParser, int_in, nonneg_int, positive_int
 from utils.errors import UserError
 from utils.io import read_json, write_json
-from utils.outputs import RECORD, check_target, output_set, require_complete, verify_recorded_file
+from utils.outputs import RECORD, check_target, output_set, recover, require_complete, verify_recorded_file
 
 PROTOCOL_NOTE = (
     "Fused queries use all K captions of the target clip, so the fused rows (N queries) are not comparable "
@@ -225,6 +225,8 @@ def _load_weights(spec: str, run_dir: Path | None, manifest: SimsManifest, legac
         return None
     if spec == "auto":
         path = run_dir / "qpp" / "weights.npy" if run_dir is not None else None
+        if path is not None:
+            recover(path.parent)  # a qpp re-run killed mid-swap: put its complete old set back first
         if path is not None and (path.is_file() or (path.parent / RECORD).is_file()):
             # a qpp folder is used only when complete and unchanged (a killed re-run must not mix its files)
             require_complete(path.parent, ["weights.npy"], rerun=f"qpp.py --run {run_dir}")

@@ -108,10 +108,14 @@ def resolve_sims_path(path: str | os.PathLike, split: str = "test") -> Path:
 
 def load_sims(path: str | os.PathLike, split: str = "test", mmap: bool = True) -> tuple[np.ndarray, SimsManifest]:
     """Load a matrix and its manifest and check that they agree; ``UserError`` names what is wrong."""
+    from utils.outputs import recover, verify_recorded_file
+    if not Path(path).exists():
+        recover(Path(path).parent)  # its output set's writer was killed mid-swap: the complete old set comes back
+    if Path(path).is_dir():
+        _require_complete_run(Path(path))
     npy = resolve_sims_path(path, split)
     manifest_path = npy.with_suffix(".json")
-    from utils.outputs import verify_recorded_file  # a file of a completed output set must still be the recorded one
-    for f in (npy, manifest_path):
+    for f in (npy, manifest_path):  # a file of a completed output set must still be the recorded one
         verify_recorded_file(f, rerun="the stage that wrote it")
     if not manifest_path.is_file():
         raise UserError(f"{manifest_path}: manifest missing beside {npy.name} (use --sims with --captions_per_clip for a bare matrix)")
@@ -125,6 +129,12 @@ def load_sims(path: str | os.PathLike, split: str = "test", mmap: bool = True) -
     if Path(path).is_dir():
         check_run_split(Path(path), split, manifest, manifest_path)
     return sims, manifest
+
+
+def _require_complete_run(run_dir: Path) -> None:
+    if not (run_dir / "metrics.json").is_file():
+        raise UserError(f"{run_dir}: incomplete run (no metrics.json: training was killed or is still running; "
+                        f"finish it with train.py --resume {run_dir})")
 
 
 def check_run_split(run_dir: Path, split: str, manifest: SimsManifest, manifest_path: Path) -> None:

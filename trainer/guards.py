@@ -63,25 +63,46 @@ def _nonfinite_clips(batch_inputs, clip_ids: Sequence[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def discard_on_failure(run_dir: Path, new_run: bool) -> Iterator[None]:
-    """A NEW run that stops on bad input (UserError) or an OS error leaves no folder behind."""
+def discard_on_failure(run_dir: Path, new_run: bool, fresh_dirs: Sequence[Path] = ()) -> Iterator[None]:
+    """A NEW run that stops on bad input (UserError) or an OS error leaves no folder behind (nor the experiment /
+    save folders it created, when they are empty)."""
     try:
         yield
     except (UserError, OSError):
         if new_run:
             shutil.rmtree(run_dir, ignore_errors=True)
+            for d in fresh_dirs:
+                with contextlib.suppress(OSError):
+                    d.rmdir()
         raise
 
 
 # ------------------------------------------------------------------------------------------------ splits up front
 def preflight_splits(config: dict, splits: Sequence[str],
-                     loader: Callable[[dict, list[str]], dict]) -> None:
+                     loader: Callable[[dict, list[str]], dict], loader_reads_archive: bool = True) -> None:
     """Load and validate the evaluation-only splits now (then free them) so that a bad test clip fails before
     training, not after all epochs."""
     todo = [s for s in dict.fromkeys(splits) if s not in ("train", "val")]
+    if loader_reads_archive:
+        check_disjoint_splits(config)
     if todo:
         loaded = loader(config, todo)
         del loaded
+
+
+def check_disjoint_splits(config: dict) -> None:
+    """A clip in two splits (a train clip in test) would leak training data into the evaluation."""
+    from data.clotho import SPLITS, ensure_data, read_split_list
+
+    root = ensure_data(config)
+    seen: dict[str, str] = {}
+    for split in SPLITS:
+        path = root / f"{split}_list.txt"
+        if not path.is_file():
+            continue  # the loader names a missing list
+        for clip in read_split_list(path):
+            if seen.setdefault(clip, split) != split:
+                raise UserError(f"{path}: clip {clip!r} is also in {seen[clip]}_list.txt (splits must not overlap)")
 
 
 # ------------------------------------------------------------------------------------------------ resume identity

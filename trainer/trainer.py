@@ -39,6 +39,7 @@ from utils.config_rules import check_values
 from utils.errors import UserError
 from utils.io import read_json, sweep_stale_temps, write_json
 from utils.paths import COMPLETE_MARKER, experiment_name, make_run_dir
+from utils.testhooks import pause
 
 MONITOR = "geometric_mean_R1-R5-R10"
 MINI_TRAIN_BATCHES = 5
@@ -216,7 +217,7 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
     t0 = time.perf_counter()
     if data is None or splits_loader is not None:  # every split the run needs, validated before the first step
         preflight_splits(config, [s for s in dump_splits + ["test"] if data is None or s not in data],
-                         splits_loader or load_splits)
+                         splits_loader or load_splits, loader_reads_archive=splits_loader is None)
     data = dict(data) if data is not None else (splits_loader or load_splits)(config, ["train", "val"])
     missing = [s for s in ("train", "val") if s not in data]
     if missing:
@@ -225,9 +226,11 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
         raise UserError("data: the train split needs at least 2 clips")
     t_data = time.perf_counter() - t0
     if ckpt is None:
-        sweep_stale_temps(Path(trainer_cfg["save_dir"]) / experiment_name(config_path), depth=2)
+        exp_dir = Path(trainer_cfg["save_dir"]) / experiment_name(config_path)
+        sweep_stale_temps(exp_dir, depth=2)
+        fresh_dirs = [d for d in (exp_dir, exp_dir.parent) if not d.exists()]  # removed again if the run fails
         run_dir = make_run_dir(trainer_cfg["save_dir"], experiment_name(config_path), seed)
-    with discard_on_failure(run_dir, new_run=ckpt is None):
+    with discard_on_failure(run_dir, new_run=ckpt is None, fresh_dirs=fresh_dirs if ckpt is None else ()):
         if ckpt is None:
             write_json(run_dir / "config.json", config)
             write_run_env(run_dir, device)
@@ -314,6 +317,7 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)  # frees the gradients between steps (peak memory)
+            pause(f"train-step@{epoch}")  # crash tests (utils/testhooks.py)
             loss_val = float(loss.detach())
             if not math.isfinite(loss_val):
                 check_finite_loss(loss_val, epoch, [train.clip_ids[i] for i in idx], (experts, text))

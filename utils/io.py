@@ -32,7 +32,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.close(fd)
     tmp = Path(tmp)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as err:  # write() errors (a full disk) carry no file name: name the file being written
+            if err.filename is None and err.errno is not None:
+                raise OSError(err.errno, err.strerror, str(path)) from None
+            raise
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -29,6 +29,7 @@ from typing import Iterable, Iterator
 
 from utils.errors import UserError
 from utils.io import pid_alive, read_json, stale_temp_owner, write_json
+from utils.testhooks import pause
 
 RECORD = "complete.json"
 HASH_VERIFY_LIMIT = 256 * 2**20  # readers re-hash files up to this size; larger ones are checked by size
@@ -47,6 +48,7 @@ def output_set(out: str | os.PathLike, *, writer: str, keep: Iterable[str] = ())
     tmp.mkdir()
     try:
         yield tmp
+        pause("output-build")  # crash tests: the new set is written but not recorded
         write_record(tmp, writer, exclude=keep)
         _swap(tmp, out, keep)
     finally:
@@ -88,6 +90,7 @@ def _swap(tmp: Path, out: Path, keep: tuple[str, ...]) -> None:
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         os.rename(out, old)
+        pause("output-swap")  # crash tests: between the two renames, the folder is briefly absent
     os.rename(tmp, out)
     if old is not None:
         _carry_over(old, out, keep)
