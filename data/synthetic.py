@@ -2,7 +2,7 @@
 
     python -m data.synthetic --out data/CLOTHO-synthetic [--size clotho|tiny] [--seed 0] [--force]
 
-writes ``<out>/structured-symlinks/`` exactly like the real archive (SPEC.md §1.1; see docs/DATA.md):
+writes ``<out>/structured-symlinks/`` exactly like the real archive (see docs/DATA.md):
 ``aggregated_audio/vggish-raw.hickle`` (clip -> (T,128) float32, T in 15..31),
 ``aggregated_vggsound/vggsound-raw.hickle`` (clip -> (T,512), T in 47..95),
 ``structured-symlinks/raw-captions.pkl`` (clip -> 5 token lists), ``text_embeddings/w2v.pkl`` (clip -> 5 arrays

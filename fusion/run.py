@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--legacy-weights", dest="legacy_weights", action="store_true",
                    help="reproduce the fork's inverted weighting: the weights file holds predicted within-clip "
                    "ranks r in 1..K (1 = predicted best) and w = r / (K(K+1)/2), so the predicted-best caption "
-                   "gets the SMALLEST weight (SPEC 5.4)")
+                   "gets the SMALLEST weight (docs/FUSION.md)")
     p.add_argument("--trec-depth", dest="trec_depth", type=positive_int, default=100,
                    help="documents per query in the .trec runs (default 100)")
     p.add_argument("--resamples", type=int_in(1, 10**8), default=10_000,

@@ -1,4 +1,4 @@
-"""Training loop (SPEC §3): one run = one seed = one run folder (CONTRACT.md).
+"""Training loop (docs/TRAINING.md): one run = one seed = one run folder (docs/FORMATS.md).
 
 * Data is loaded once into tensors; a batch is built by vectorised indexing (no collate, no workers).
 * Epoch e draws its clip order and one caption per clip from ``numpy.random.default_rng([seed, e])``, so the
@@ -431,7 +431,7 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
 # ---------------------------------------------------------------------------------------------- multi-seed summary
 def summarise_runs(run_dirs: list[Path], save_dir: str | os.PathLike, config_path: str | os.PathLike
                    ) -> tuple[str, tuple[Path, Path]]:
-    """Mean ± std over seeds of the test metrics (SPEC §4.3: sample std, ddof 1, for R@k/MedR/MeanR/mAP10;
+    """Mean ± std over seeds of the test metrics (as the original README: sample std, ddof 1, for R@k/MedR/MeanR/mAP10;
     population std, ddof 0, for the geometric mean). Writes ``summary-<timestamp>.md`` and ``.json`` under
     ``<save_dir>/<experiment>/``; returns the markdown table and the two paths."""
     import datetime as _dt

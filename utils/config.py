@@ -1,6 +1,6 @@
 """JSON configs with ``inherit_from`` chains, ``--custom_args`` overrides and schema validation.
 
-Resolution (SPEC.md §0, same semantics as zsvision's ``load_json_config`` + mergedeep REPLACE):
+Resolution (docs/TRAINING.md "Config keys"; same semantics as the original, i.e. as zsvision's ``load_json_config`` + mergedeep REPLACE):
 
 * a file may name a parent with ``"inherit_from": "<path relative to this file>"``; chains of any depth;
 * nested dicts are merged key by key, the child wins on leaves, **lists are replaced** (never concatenated);
