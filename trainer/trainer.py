@@ -227,7 +227,7 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
     t_data = time.perf_counter() - t0
     if ckpt is None:
         exp_dir = Path(trainer_cfg["save_dir"]) / experiment_name(config_path)
-        sweep_stale_temps(exp_dir, depth=2)
+        sweep_stale_temps(exp_dir, depth=3)  # killed runs: checkpoint and sims temporaries
         fresh_dirs = [d for d in (exp_dir, exp_dir.parent) if not d.exists()]  # removed again if the run fails
         run_dir = make_run_dir(trainer_cfg["save_dir"], experiment_name(config_path), seed)
     with discard_on_failure(run_dir, new_run=ckpt is None, fresh_dirs=fresh_dirs if ckpt is None else ()):
@@ -417,10 +417,10 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
         "history": history,
         "timings": timings,
     }
-    from utils.outputs import write_record  # sizes + sha256 of what readers use; metrics.json stays the marker
+    from utils.outputs import RECORD, write_record  # sizes + sha256 of what readers use; metrics.json: the marker
     write_record(run_dir, "train.py", files=[p.relative_to(run_dir).as_posix() for p in sorted(run_dir.rglob("*"))
                                              if p.is_file() and p.name[0] != "." and p.suffix in (".json", ".npy")
-                                             and p.name != COMPLETE_MARKER] + [FINAL_NAME])
+                                             and p.name not in (COMPLETE_MARKER, RECORD)] + [FINAL_NAME])
     write_json(run_dir / COMPLETE_MARKER, metrics)
     (run_dir / LAST_NAME).unlink(missing_ok=True)  # run complete: nothing left to resume
     logger.info(f"done: best epoch {best_epoch}, test t2a R1 {results['test']['t2a']['R1']:.2f} "

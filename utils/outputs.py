@@ -61,7 +61,8 @@ def check_target(out: Path, keep: Iterable[str] = ()) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder (name an output folder)")
     if out.is_dir() and not (out / RECORD).is_file():
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in set(keep))
+        foreign = sorted(p.name for p in out.iterdir()  # temporaries of nested writers (qpp/.fork.tmp-*) are ours
+                         if p.name not in set(keep) and stale_temp_owner(p.name) is None)
         if foreign:
             raise UserError(f"{out}: exists and is not a complete output folder of this toolkit (no {RECORD}; holds "
                             f"{foreign[0]!r}); name a new or empty folder, or delete it")
