@@ -418,3 +418,11 @@ def test_nonfinite_divergence(tmp_path, world, capsys):
     refuse(_train_main, ["--config", TINY, "--threads", "1", "--quiet", "--custom_args",
                          f"{world['custom']},trainer.save_dir={tmp_path / 's'},optimizer.args.lr=1e30"],
            "training diverged", tmp_path, capsys)
+
+
+def test_flags_encoder(world, tmp_path, capsys):
+    run = _copy_run(world, tmp_path)
+    refuse(_qpp_main, ["--run", run, "--encoder", tmp_path], "--encoder applies to --reproduce-fork only", tmp_path,
+           capsys)
+    refuse(_qpp_main, ["--run", run, "--reproduce-fork", "--encoder", tmp_path / "nope"], "folder not found",
+           tmp_path, capsys)
