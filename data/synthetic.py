@@ -506,12 +506,14 @@ def _dump_hickle(obj: dict, path: Path) -> None:
     HDF5 writing straight to a full disk fails inside its metadata cache (``RuntimeError: Can't flush cache ...
     errno = 28``) and the half-closed file's ids then crash the interpreter (a segfault) when h5py frees them. In
     memory HDF5 cannot fail that way; the image is written with ordinary I/O, which raises a clean ``OSError``.
+    Cost: the peak memory of a CLOTHO-size generation rises from about 1.0 to about 2 GB. ``obj`` is emptied.
     """
     import h5py
     import hickle
 
     with h5py.File(f"{path.name}-in-memory", "w", driver="core", backing_store=False) as h5:
         hickle.dump(obj, h5)
+        obj.clear()  # the arrays now live in the in-memory file: free them before its image is copied out
         h5.flush()
         image = h5.id.get_file_image()
     with open(path, "wb") as fh:
