@@ -16,16 +16,12 @@ from qpp.models import MODEL_HELP, MODELS
 from qpp.run import DEFAULT_FEATURES, FIT_SPLITS, parse_list, run_fork, run_qpp
 from qpp.targets import TARGETS
 from qpp.weights import MAPPINGS
+from utils.cli import ArgumentParser, int_in, positive_float, seed_int
 from utils.errors import UserError, run_cli
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # usage errors: one line, exit 2 (argparse's own exit code, without the usage dump)
-        raise UserError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="qpp.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="qpp.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("which run")
     src.add_argument("--config", help="training config; with --eval_from_training_config uses the newest complete run "
                                       "of its experiment under config trainer.save_dir")
@@ -43,8 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--fit-split", default="val", choices=FIT_SPLITS,
                    help="split to fit the predictors on (default val: queries the embedding model never trained on); "
                         "'train' reproduces the fork's in-sample protocol and needs sims/train.npy")
-    q.add_argument("--cv", type=int, default=None, metavar="K",
-                   help="instead of --fit-split, cross-fit on test with K folds grouped by clip (GroupKFold)")
+    q.add_argument("--cv", type=int_in(2), default=None, metavar="K",
+                   help="instead of --fit-split, cross-fit on test with K folds grouped by clip (GroupKFold); "
+                        "2 <= K <= the number of test clips")
     q.add_argument("--target", default="log2_rank", choices=TARGETS,
                    help="what to predict per caption: log2 of the 1-based tie-averaged rank of its clip (default, "
                         "the fork's), reciprocal rank, or hit@10")
@@ -57,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated regressors: " + "; ".join(f"{m} = {h}" for m, h in MODEL_HELP.items()))
     q.add_argument("--ltr", action="store_true",
                    help="also fit xgb_ltr: an XGBRanker (pairwise) with one query group per clip")
-    q.add_argument("--seed", type=int, default=0, help="seed of every model and of the fold assignment (default 0)")
+    q.add_argument("--seed", type=seed_int, default=0, help="seed of every model and of the fold assignment (default 0)")
     w = p.add_argument_group("weights and fusion")
     w.add_argument("--weights-model", default=None,
                    help="model whose predictions become the fusion weights (default: selected, together with the "
@@ -67,14 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prediction -> weight within the clip: softmax of -pred/T; rank: proportional to K+1-r "
                         "(r = predicted rank, 1 = best); fork: r/sum(r), the fork's inverted weights (for "
                         "comparison); auto (default): softmax or rank, whichever fuses best on the fitting split")
-    w.add_argument("--temperature", type=float, default=None,
+    w.add_argument("--temperature", type=positive_float, default=None,
                    help="softmax temperature in target units (default: tuned among 0.125..4 and inf=CombSum by "
                         "fused mAP@10 on the fitting split's own cross-fitted predictions; never on test)")
-    w.add_argument("--n-resamples", type=int, default=10_000, help="paired randomisation test resamples (10000)")
+    w.add_argument("--n-resamples", type=int_in(1, 10**8), default=10_000,
+                   help="paired randomisation test resamples (default 10000; the smallest reportable p is "
+                        "1/(N+1))")
     o = p.add_argument_group("other")
     o.add_argument("--reproduce-fork", action="store_true",
-                   help="run the fork's recipe instead: MiniLM embeddings only, LR/MLP/GBR fit in-sample on train "
+                   help="run the fork's recipe instead: sentence embeddings only (all-MiniLM-L6-v2 bundled offline; "
+                        "the fork used msmarco-MiniLM-L6-cos-v5: give its folder with --encoder), LR/MLP/GBR fit in-sample on train "
                         "(needs sims/train.npy), ordinal log2 ranks, inverted r/15 weights; writes <run>/qpp/fork/")
+    o.add_argument("--encoder", default=None, metavar="PATH",
+                   help="with --reproduce-fork: a local sentence-transformers model folder to embed the captions "
+                        "with (e.g. msmarco-MiniLM-L6-cos-v5, the fork's); default the bundled all-MiniLM-L6-v2")
     o.add_argument("--device", default="cpu", help="accepted for symmetry with train.py; MiniLM runs on cpu")
     o.add_argument("--out", default=None, help="output folder (default <run>/qpp)")
     o.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -126,8 +129,13 @@ def main(argv=None) -> dict:
         raise UserError(f"--cv must be >= 2, got {args.cv}")
     if args.temperature is not None and not args.temperature > 0:
         raise UserError(f"--temperature must be > 0, got {args.temperature}")
+    if args.encoder is not None and not args.reproduce_fork:
+        raise UserError("--encoder applies to --reproduce-fork only")
+    if args.encoder is not None and not Path(args.encoder).is_dir():
+        raise UserError(f"--encoder {args.encoder}: folder not found (a local sentence-transformers model folder)")
     if args.reproduce_fork:
-        return run_fork(run, seed=args.seed, device=args.device, out_dir=args.out, n_resamples=args.n_resamples)
+        return run_fork(run, seed=args.seed, device=args.device, out_dir=args.out, n_resamples=args.n_resamples,
+                        encoder=args.encoder)
     return run_qpp(run, fit_split=args.fit_split, cv=args.cv, features=parse_list(args.features, FEATURE_GROUPS,
                    "feature group"), models=parse_list(args.models, MODELS, "model"), ltr=args.ltr, seed=args.seed,
                    target=args.target, weights_model=args.weights_model, mapping=args.mapping,

@@ -15,11 +15,12 @@ from typing import Sequence
 # spinning barriers made a 2-thread training step 2x slower (and a small BatchNorm 500x slower); see TRAINING.md.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from utils.cli import ArgumentParser, positive_int
 from utils.errors import UserError, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python train.py",
         description="Train the CE / MoEE model, select the best epoch on val (t2a geometric mean of R1/R5/R10), "
                     "evaluate it on test with all 5 captions and write data/saved/<experiment>/<run-id>/ "
@@ -41,12 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "run's config.json")
     p.add_argument("--custom_args", default=None,
                    help='config overrides "key.sub=value,...", e.g. "optimizer.args.lr=0.005,trainer.epochs=5"')
-    p.add_argument("--epochs", type=int, default=None, help="shorthand for trainer.epochs=N")
+    p.add_argument("--epochs", type=positive_int, default=None, help="shorthand for trainer.epochs=N")
     p.add_argument("--mini_train", action="store_true",
                    help="shorthand for trainer.mini_train=true: only 5 batches per epoch (smoke tests)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: $OMP_NUM_THREADS, else all available CPUs); on a CPU shared "
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch CPU threads (default: $OMP_NUM_THREADS, else all available CPUs; with --resume the "
+                        "count recorded in the run's run.json, since the count changes the numbers); on a CPU shared "
                         "with other busy processes 1 can be much faster")
+    p.add_argument("--force-threads", action="store_true",
+                   help="with --resume: accept a --threads different from the run's recorded count (the resumed "
+                        "run then no longer matches an uninterrupted one bit for bit)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines on stderr "
                                                         "(train.log is still written)")
     return p
@@ -97,10 +102,13 @@ def _main(args: argparse.Namespace, device) -> None:
             if custom:
                 raise UserError("--custom_args/--epochs/--mini_train need --config when resuming")
             config = read_json(run_dir / "config.json")
-        out = fit(config, args.config, device, resume=run_dir, quiet=args.quiet, threads=args.threads)
+        out = fit(config, args.config, device, resume=run_dir, quiet=args.quiet, threads=args.threads,
+                  force_threads=args.force_threads)
         say(out)
         return
 
+    if args.force_threads:
+        raise UserError("--force-threads applies to --resume only")
     if not args.config:
         raise UserError("--config is required (unless --resume is given)")
     config = load_config(args.config, custom)
@@ -122,6 +130,9 @@ def _parse_seeds(text: str) -> list[int]:
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise UserError(f"--seeds: '{text}': expected comma-separated integers, e.g. 0,1,2") from None
+    bad = [s for s in seeds if not 0 <= s < 2**32]
+    if bad:
+        raise UserError(f"--seeds: {bad[0]}: a seed must be in 0..{2**32 - 1}")
     if not seeds:
         raise UserError("--seeds: no seed given")
     if len(set(seeds)) != len(seeds):

@@ -183,16 +183,18 @@ def bench_large(args):
         print("(file-backed pages of the memmap are page cache, reclaimable; the 2 GB budget is for allocations)")
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeat", type=int, default=3, help="best of this many runs (default 3)")
+def main(argv=None):
+    from utils.cli import ArgumentParser, positive_int
+
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeat", type=positive_int, default=3, help="best of this many runs (default 3)")
     p.add_argument("--large", default="50000x10000", help="rows x columns of the large memmapped matrix, or 'none'")
     p.add_argument("--large-methods", default="combsum,combmax,combmnz,rrf",
                    help="fusion methods run on the large matrix (comma-separated)")
     p.add_argument("--skip-clotho", action="store_true", help="only the large-matrix part")
     p.add_argument("--tmp", default=None, help="folder for the large memmap (default the system temp)")
     p.add_argument("--no-ranx", action="store_true", help="skip the ranx comparison")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if not args.skip_clotho:
         bench_clotho(args)
     if args.large != "none":
@@ -200,4 +202,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from utils.errors import run_cli
+
+    sys.exit(run_cli(main))

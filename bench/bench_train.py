@@ -24,11 +24,13 @@ if str(REPO) not in sys.path:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from utils.cli import ArgumentParser, positive_int
+
+    p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(REPO / "configs/clotho-synthetic/train-vggish-vggsound.json"))
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=positive_int, default=20)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all available)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: all available)")
     p.add_argument("--custom_args", default=None, help="extra config overrides")
     p.add_argument("--keep", action="store_true", help="keep the run folder (default: delete it afterwards)")
     args = p.parse_args(argv)
@@ -76,4 +78,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from utils.errors import run_cli
+
+    sys.exit(run_cli(main))

@@ -1,4 +1,4 @@
-"""Loader for the CLOTHO feature archive in its ORIGINAL layout (SPEC.md §1.1-1.3; docs/DATA.md).
+"""Loader for the CLOTHO feature archive in its ORIGINAL layout (docs/DATA.md).
 
 ``root_feat = data_dir/root_feat_folder`` holds::
 
@@ -269,7 +269,7 @@ def _caption_strings(caps: Any, path: Path, cid: str) -> list[str]:
 def _copy_truncated(dest: np.ndarray, value: Any, where: str, what: str, empty: str) -> int:
     """Copy the first ``len(dest)`` rows of a ``(T, D)`` array into zero-padded ``dest``; returns rows kept.
 
-    Truncation keeps the first frames / tokens, as the original loader does (SPEC §1.3).
+    Truncation keeps the first frames / tokens, as the original loader does (docs/DATA.md).
     """
     arr = np.asarray(value)
     if arr.dtype.kind not in "fiub":
@@ -314,7 +314,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from utils.config import load_config
 
-    parser = argparse.ArgumentParser(prog="python -m data.clotho",
+    from utils.cli import ArgumentParser  # one-line usage errors, exit 2
+
+    parser = ArgumentParser(prog="python -m data.clotho",
                                      description="Load (and validate) the data set named by a config; print a summary.")
     parser.add_argument("config")
     parser.add_argument("--splits", default="train,val,test")

@@ -2,7 +2,7 @@
 
     python -m data.synthetic --out data/CLOTHO-synthetic [--size clotho|tiny] [--seed 0] [--force]
 
-writes ``<out>/structured-symlinks/`` exactly like the real archive (SPEC.md §1.1; see docs/DATA.md):
+writes ``<out>/structured-symlinks/`` exactly like the real archive (see docs/DATA.md):
 ``aggregated_audio/vggish-raw.hickle`` (clip -> (T,128) float32, T in 15..31),
 ``aggregated_vggsound/vggsound-raw.hickle`` (clip -> (T,512), T in 47..95),
 ``structured-symlinks/raw-captions.pkl`` (clip -> 5 token lists), ``text_embeddings/w2v.pkl`` (clip -> 5 arrays
@@ -31,6 +31,7 @@ renamed into place at the end, so an interrupted run leaves nothing half-written
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -450,15 +451,27 @@ def generate(out_dir: str | os.PathLike, size: str = "clotho", seed: int = 0, sp
     spec = spec if spec is not None else spec_for(size)
     out_dir = Path(out_dir)
     final = out_dir / root_feat_folder
+    from utils.outputs import recover
+    recover(final)  # a killed earlier generation: remove its temporary folder, or finish its swap
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a folder (--out names the data_dir folder to write into)")
     if final.exists() and not force:
         raise UserError(f"{final}: already exists (use --force to replace it)")
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{root_feat_folder}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     t0 = time.time()
     try:
-        _write_all(tmp, spec, size, seed, quiet)
+        try:
+            _write_all(tmp, spec, size, seed, quiet)
+            from utils.testhooks import pause
+            pause("synthetic-write")  # crash tests: the set is written in its temporary folder, not yet renamed
+        except OSError as err:  # a write() on a full disk names no file: name the set being written
+            if err.filename is None:
+                raise OSError(err.errno, err.strerror, str(final)) from None
+            raise
         if final.exists() and force:
-            trash = out_dir / f".{root_feat_folder}.old-{uuid.uuid4().hex[:8]}"
+            trash = out_dir / f".{root_feat_folder}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.rename(final, trash)
             os.rename(tmp, final)
             shutil.rmtree(trash, ignore_errors=True)
@@ -472,6 +485,9 @@ def generate(out_dir: str | os.PathLike, size: str = "clotho", seed: int = 0, sp
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if created and not final.exists():
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()  # a folder this call created for nothing
     if not quiet:
         print(f"wrote {final} in {time.time() - t0:.1f}s", file=sys.stderr)
     return final
@@ -496,9 +512,40 @@ def is_current(root: str | os.PathLike, size: str, seed: int, spec: SyntheticSpe
     return meta.get("size") == size and meta.get("seed") == seed and meta.get("spec") == want
 
 
-def _write_all(root: Path, spec: SyntheticSpec, size: str, seed: int, quiet: bool) -> None:
+def _dump_hickle(obj: dict, path: Path) -> None:
+    """hickle.dump through an in-memory HDF5 image, then plain file I/O.
+
+    HDF5 writing straight to a full disk fails inside its metadata cache (``RuntimeError: Can't flush cache ...
+    errno = 28``) and the half-closed file's ids then crash the interpreter (a segfault) when h5py frees them. In
+    memory HDF5 cannot fail that way; the image is written with ordinary I/O, which raises a clean ``OSError``.
+    Cost: the peak memory of a CLOTHO-size generation rises from about 1.0 to about 2 GB. ``obj`` is emptied.
+    """
+    import h5py
     import hickle
 
+    with h5py.File(f"{path.name}-in-memory", "w", driver="core", backing_store=False) as h5:
+        hickle.dump(obj, h5)
+        obj.clear()  # the arrays now live in the in-memory file: free them before its image is copied out
+        h5.flush()
+        image = h5.id.get_file_image()
+    with open(path, "wb") as fh:
+        fh.write(image)
+
+
+def _check_free_space(folder: Path, feats: dict, w2v: dict) -> None:
+    """Fail early, with the folder named, when the set cannot fit (the writes below would fail anyway)."""
+    import errno
+    import shutil
+
+    need = sum(np.asarray(v).nbytes + 512 for per in feats.values() for v in per.values())
+    need += sum(np.asarray(v).nbytes + 256 for caps in w2v.values() for v in caps)
+    free = shutil.disk_usage(folder).free
+    if free < 1.1 * need:
+        raise OSError(errno.ENOSPC, f"No space left on device (the synthetic set needs about {need / 2**20:.0f} "
+                                    f"MiB, {free / 2**20:.0f} MiB free)", str(folder))
+
+
+def _write_all(root: Path, spec: SyntheticSpec, size: str, seed: int, quiet: bool) -> None:
     gen = _Generator(spec, seed)
     words = WordVectors(spec)
     sizes = _split_sizes(spec)
@@ -522,6 +569,7 @@ def _write_all(root: Path, spec: SyntheticSpec, size: str, seed: int, quiet: boo
         w2v[cid] = [words.embed(c) for c in caps]
         meta_clips[cid] = {"events": [gen.events[int(e)][1][0] for e in clip["types"]],
                            "salience": [round(float(s), 3) for s in clip["salience"]]}
+    _check_free_space(root.parent, feats, w2v)
     root.mkdir(parents=True)
     start = 0
     for split in SPLITS:
@@ -532,7 +580,7 @@ def _write_all(root: Path, spec: SyntheticSpec, size: str, seed: int, quiet: boo
         start += n
     for expert, rel in EXPERT_FILES.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        hickle.dump(feats[expert], str(root / rel), mode="w")
+        _dump_hickle(feats[expert], root / rel)
         feats[expert] = {}  # free memory early
     (root / "structured-symlinks").mkdir()
     with open(root / "structured-symlinks" / "raw-captions.pkl", "wb") as fh:
@@ -594,7 +642,9 @@ def qrels_path(root: str | os.PathLike, split: str) -> Path:
 # CLI
 # ----------------------------------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    from utils.cli import ArgumentParser, seed_int
+
+    parser = ArgumentParser(
         prog="python -m data.synthetic",
         description="Write a synthetic data set in the exact layout and formats of the CLOTHO feature archive "
                     "(hickle VGGish/VGGSound features, raw-captions.pkl, text_embeddings/w2v.pkl, split lists) "
@@ -606,7 +656,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--size", default="clotho",
                         help="clotho: 2314/579/1045 clips x 5 captions, like CLOTHO; tiny: 64/32/32 clips, short "
                              "features (tests, smoke runs)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed = byte-identical features)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="random seed (same seed = byte-identical features)")
     parser.add_argument("--root_feat_folder", default="structured-symlinks",
                         help="sub-folder of OUT to write (data_loader.args.root_feat_folder)")
     parser.add_argument("--force", action="store_true", help="replace the set if it already exists")

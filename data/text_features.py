@@ -176,7 +176,9 @@ def _merge_pickle(path: Path, new: dict) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    from utils.cli import ArgumentParser  # one-line usage errors, exit 2
+
+    parser = ArgumentParser(
         prog="python -m data.text_features",
         description="Build raw-captions.pkl (word tokens) and text_embeddings/minilm.pkl (MiniLM token embeddings, "
                     "384-d, selectable with experts.text_feat=minilm) from a caption CSV with columns "
@@ -187,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--split-list", default=None,
                         help="also write this split list with the CSV's clips in file order: train|val|test or a "
                              "file name (one CSV only)")
-    parser.add_argument("--batch-size", type=int, default=128, help="captions per MiniLM batch")
+    from utils.cli import positive_int
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="captions per MiniLM batch")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.split_list and len(args.csv) != 1:

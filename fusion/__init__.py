@@ -1,1 +1,1 @@
-"""Fusion of the caption queries of each clip (SPEC §5.2): methods, normalisers, the ``fusion.py`` stage."""
+"""Fusion of the caption queries of each clip (docs/FUSION.md): methods, normalisers, the ``fusion.py`` stage."""

@@ -1,4 +1,4 @@
-"""Fusion of the K caption queries of each clip into one query per clip (SPEC §5.2, docs/FUSION.md).
+"""Fusion of the K caption queries of each clip into one query per clip (docs/FUSION.md).
 
 Input: a ``(Q, N)`` similarity matrix with ``Q = K·N`` caption queries. Output: ``(N, N)``, row ``i`` = the
 fused query of clip ``i`` (the clip order of ``rows``, i.e. the columns' order). Each method is one
@@ -154,7 +154,7 @@ def isr(sims, captions_per_clip, **opts):
 
 
 def fork_rank_weights(predicted_ranks: np.ndarray, captions_per_clip: int) -> np.ndarray:
-    """The fork's weights (SPEC §5.4, its bug kept on purpose): ``w = r / (1 + 2 + ... + K)`` = ``r / 15`` for K=5.
+    """The fork's weights (docs/FUSION.md, its bug kept on purpose): ``w = r / (1 + 2 + ... + K)`` = ``r / 15`` for K=5.
 
     ``r`` in 1..K is the predicted within-clip rank, 1 = predicted BEST caption, so the predicted-best caption
     gets the SMALLEST weight (1/15) and the predicted-worst the largest (5/15). Raises ``ValueError`` on ranks

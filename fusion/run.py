@@ -19,8 +19,10 @@ from fusion.stats import caption_fusion_significance, metric_cis
 from retrieval.metrics import gt_ranks_a2t, gt_ranks_t2a, metrics_from_ranks, reciprocal_ranks
 from retrieval.sims_io import SimsManifest, fused_manifest, load_sims, read_bare_sims, save_sims
 from retrieval.trec import write_trec_qrels, write_trec_run
+from utils.cli import ArgumentParser, int_in, nonneg_int, positive_int
 from utils.errors import UserError
 from utils.io import read_json, write_json
+from utils.outputs import RECORD, check_target, output_set, recover, require_complete, verify_recorded_file
 
 PROTOCOL_NOTE = (
     "Fused queries use all K captions of the target clip, so the fused rows (N queries) are not comparable "
@@ -29,13 +31,8 @@ PROTOCOL_NOTE = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2 (via run_cli), instead of usage + message
-        raise UserError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="fusion.py", description=(
+    p = ArgumentParser(prog="fusion.py", description=(
         "Fuse the K caption queries of each clip of a (K*N, N) similarity matrix into one query per clip, with "
         "several fusion methods, and evaluate them on the same matrix next to the unfused baselines. Writes "
         "<out>/results.json, results.md, methods.png, <method>.npy/.json/.trec and qrels.trec. "
@@ -50,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--sims", help="a matrix file: .npy with a .json manifest beside it, a bare .npy, the "
                      "fork's CSV (header row of column indices, K*N rows x N columns, rows clip-major), or a TREC run "
                      "(.trec/.run/.txt/.tsv) of the caption queries with --qrels")
-    src.add_argument("--captions_per_clip", type=int, default=None,
+    src.add_argument("--captions_per_clip", type=positive_int, default=None,
                      help="K for a bare --sims matrix (default 5); must match the manifest if there is one")
     p.add_argument("--split", default="test", help="split of a run to fuse (default test)")
     p.add_argument("--out", help="output folder (default <run>/fusion for a run, <run>/fusion-<split> for "
@@ -60,19 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "weighted_combsum runs only when weights are available")
     p.add_argument("--norm", default="none", help="per-query score normalisation before the score-based methods "
                    f"({', '.join(SCORE_BASED)}): none (default, like the fork), min-max, z-score, rank")
-    p.add_argument("--depth", type=int, default=100,
+    p.add_argument("--depth", type=positive_int, default=100,
                    help="CombMNZ: a clip counts as retrieved by a caption row if in its top DEPTH (default 100)")
-    p.add_argument("--rrf_k", type=int, default=60, help="RRF constant k in 1/(k + rank) (default 60, the fork's)")
+    p.add_argument("--rrf_k", type=nonneg_int, default=60, help="RRF constant k in 1/(k + rank) (default 60, the fork's)")
     p.add_argument("--weights", default="auto", help="per-query weights for weighted_combsum: a .npy of shape "
                    "(K*N,) in row order (higher = better predicted query), or 'auto' (default): <run>/qpp/"
                    "weights.npy if it exists, or 'none'")
     p.add_argument("--legacy-weights", dest="legacy_weights", action="store_true",
                    help="reproduce the fork's inverted weighting: the weights file holds predicted within-clip "
                    "ranks r in 1..K (1 = predicted best) and w = r / (K(K+1)/2), so the predicted-best caption "
-                   "gets the SMALLEST weight (SPEC 5.4)")
-    p.add_argument("--trec-depth", dest="trec_depth", type=int, default=100,
+                   "gets the SMALLEST weight (docs/FUSION.md)")
+    p.add_argument("--trec-depth", dest="trec_depth", type=positive_int, default=100,
                    help="documents per query in the .trec runs (default 100)")
-    p.add_argument("--resamples", type=int, default=10_000,
+    p.add_argument("--resamples", type=int_in(1, 10**8), default=10_000,
                    help="resamples of the paired randomisation tests and bootstrap CIs (default 10000)")
     p.add_argument("--device", default="cpu", help="cpu (numpy, default) or a GPU index N / cuda:N (torch)")
     p.add_argument("--no-plot", dest="plot", action="store_false", help="skip methods.png")
@@ -101,14 +98,14 @@ def main_from_args(args: argparse.Namespace) -> dict:
             raise UserError("--methods weighted_combsum needs --weights FILE (or a run with qpp/weights.npy)")
         methods = [m for m in methods if m != "weighted_combsum"]
     out = Path(args.out) if args.out else _default_out(run_dir, in_path, args.split)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
+    check_target(out)  # --out must be absent or a previous fusion output (never a file or a foreign folder)
     from fusion.normalize import get_ops
     get_ops(args.device)  # fail on a bad --device before anything is written
     params = {"norm": args.norm, "depth": args.depth, "k": args.rrf_k, "weights": weights}
-    results = run_fusion(sims, manifest, out, methods, params, device=args.device, trec_depth=args.trec_depth,
-                         resamples=args.resamples, plot=args.plot, progress=not args.quiet,
-                         extra={"input": str(in_path), "legacy_weights": args.legacy_weights})
+    with output_set(out, writer="fusion.py") as tmp:  # complete-or-refuse: built aside, swapped in (utils/outputs)
+        results = run_fusion(sims, manifest, tmp, methods, params, device=args.device, trec_depth=args.trec_depth,
+                             resamples=args.resamples, plot=args.plot, progress=not args.quiet,
+                             extra={"input": str(in_path), "legacy_weights": args.legacy_weights})
     if not args.quiet:
         print(report.format_table(results))
         print(f"wrote {out}/results.json, results.md, {', '.join(m + '.{npy,json,trec}' for m in methods)}")
@@ -235,6 +232,13 @@ def _load_weights(spec: str, run_dir: Path | None, manifest: SimsManifest, legac
         return None
     if spec == "auto":
         path = run_dir / "qpp" / "weights.npy" if run_dir is not None else None
+        if path is not None:
+            recover(path.parent)  # a qpp re-run killed mid-swap: put its complete old set back first
+        if path is not None and (path.is_file() or (path.parent / RECORD).is_file()):
+            # a qpp folder is used only when complete and unchanged (a killed re-run must not mix its files)
+            require_complete(path.parent, ["weights.npy"], rerun=f"qpp.py --run {run_dir}")
+            if path.with_suffix(".json").is_file():
+                verify_recorded_file(path.with_suffix(".json"), rerun=f"qpp.py --run {run_dir}")
         if path is None or not path.is_file():
             if legacy:
                 raise UserError("--legacy-weights needs --weights FILE (no qpp/weights.npy found)")
@@ -243,6 +247,9 @@ def _load_weights(spec: str, run_dir: Path | None, manifest: SimsManifest, legac
         path = Path(spec)
         if not path.is_file():
             raise UserError(f"--weights {path}: file not found")
+        verify_recorded_file(path, rerun="qpp.py")
+        if path.with_suffix(".json").is_file():
+            verify_recorded_file(path.with_suffix(".json"), rerun="qpp.py")
     try:
         weights = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as err:
@@ -273,6 +280,9 @@ def _align_weights(path: Path, weights: np.ndarray, manifest: SimsManifest) -> n
     ids = meta.get("query_ids") if isinstance(meta, dict) else None
     if ids is None:
         return weights
+    if len(set(ids)) != len(ids):
+        seen: set = set()
+        raise UserError(f"{side}: query_ids lists {next(q for q in ids if q in seen or seen.add(q))!r} twice")
     if len(ids) != len(weights) or set(ids) != set(manifest.query_ids):
         missing = sorted(set(manifest.query_ids) - set(ids))[:1] or sorted(set(ids) - set(manifest.query_ids))[:1]
         raise UserError(f"{side}: query_ids disagree with the sims manifest (first differing id: {missing})")

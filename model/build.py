@@ -1,4 +1,4 @@
-"""Build a CENet from the resolved config (SPEC §0, §2.1)."""
+"""Build a CENet from the resolved config (docs/TRAINING.md)."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,4 @@
-"""CENet: collaborative experts (CE), MoEE and CE-VGGish over NetVLAD-pooled audio experts (SPEC §2).
+"""CENet: collaborative experts (CE), MoEE and CE-VGGish over NetVLAD-pooled audio experts (docs/TRAINING.md).
 
 Shapes: B clips, T frames, D feature size, Bt text clips with K captions each, L tokens, M experts.
 
@@ -53,7 +53,7 @@ class CENet(nn.Module):
         ce_sequential_update: bool = True,
     ):
         super().__init__()
-        self.modalities = sorted(modalities)  # SPEC §0: alphabetical order everywhere
+        self.modalities = sorted(modalities)  # alphabetical order everywhere, as the original (docs/TRAINING.md)
         mods = self.modalities
         if use_ce and len(mods) < 2:
             raise ValueError("use_ce requires at least 2 modalities")
@@ -110,7 +110,7 @@ class CENet(nn.Module):
         return self.ce.embed_text(pooled)
 
     def similarity(self, text_enc, audio_enc: Tensors, ind: Tensors) -> torch.Tensor:
-        """Availability-renormalised MoE similarity (SPEC §2.6) -> (Q, B)."""
+        """Availability-renormalised MoE similarity (docs/TRAINING.md) -> (Q, B)."""
         text_emb, weights = text_enc
         mods = self.modalities
         Q = weights.shape[0]

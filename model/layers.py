@@ -1,4 +1,4 @@
-"""Building blocks of the CE / MoEE model (SPEC §2.2-2.3).
+"""Building blocks of the CE / MoEE model (docs/TRAINING.md "What is faithful to the original").
 
 Parameter and sub-module names mirror the original code (model/model.py, model/net_vlad.py of
 oncescuandreea/audio-retrieval) so that the state-dict keys line up with the original checkpoints.

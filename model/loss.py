@@ -1,4 +1,4 @@
-"""Max-margin ranking loss (SPEC §3)."""
+"""Max-margin ranking loss (docs/TRAINING.md)."""
 from __future__ import annotations
 
 import torch

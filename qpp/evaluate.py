@@ -5,13 +5,14 @@ clip-major order (the ``K`` captions of clip ``g`` are rows ``g·K .. g·K+K-1``
 
 Per-clip-group metrics (the fork's):
 
-* ``kendall_tau_group_mean`` — tau-b between true and predicted values inside each clip's K captions, averaged over
-  the groups where it is defined. A group whose true (or predicted) values are all equal has an undefined tau-b
+* ``kendall_tau_group_mean_ordinal`` (``_x100``) — **the fork's "group tau"**: Kendall's tau between the ordinal
+  1..K ranks (argsort of argsort, ties broken by caption index) of the true and of the predicted values inside each
+  clip, averaged over all clips (never NaN). Chance 0. Tables show it as ``forkTau*100``.
+* ``kendall_tau_group_mean`` — tau-b on the RAW values inside each clip's K captions (ties count as ties), averaged
+  over the groups where it is defined (``tauB*100`` in tables). A group whose true (or predicted) values are all equal has an undefined tau-b
   (0/0, scipy returns NaN); such groups are **excluded** from the mean and counted in ``tau_groups_nan``.
   Computed by :func:`kendall_tau_b_groups`, a vectorised tau-b (equal to ``scipy.stats.kendalltau`` per group).
   Chance: 0 exactly (a uniformly random order of the predictions makes every defined group's tau symmetric around 0).
-* ``kendall_tau_group_mean_ordinal`` — the fork's exact computation: tau of the argsort-of-argsort ordinal ranks
-  (ties broken by caption index), so never NaN. Chance 0.
 * ``tau_inspired`` — the fork's distance: ranks ``x`` (true) and ``y`` (predicted) are argsort-of-argsort + 1 in each
   group (rank 1 = smallest value = best); per group ``d = ½ Σ_{i: x_i≠y_i} exp(|x_i−y_i|)/(x_i+y_i)``; the result
   is ``Σ_g d_g / (D_max · G)`` with ``D_max`` the largest ``d`` over all permutations (10.331201022012483 for K=5,
@@ -148,7 +149,8 @@ def _safe(fn, *args) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- all at once
-METRIC_ORDER = ("kendall_tau_group_mean", "kendall_tau_group_mean_x100", "kendall_tau_group_mean_ordinal",
+METRIC_ORDER = ("kendall_tau_group_mean_ordinal", "kendall_tau_group_mean_ordinal_x100", "kendall_tau_group_mean",
+                "kendall_tau_group_mean_x100",
                 "tau_inspired", "tau_inspired_x100", "pick_best_accuracy", "pearson", "spearman", "kendall",
                 "sMARE")
 LOWER_IS_BETTER = {"tau_inspired", "tau_inspired_x100", "sMARE"}
@@ -173,6 +175,7 @@ def evaluate(true_bad: np.ndarray, pred_bad: np.ndarray, k: int) -> dict:
         "kendall_tau_group_mean": tau_mean,
         "kendall_tau_group_mean_x100": 100.0 * tau_mean,
         "kendall_tau_group_mean_ordinal": float(np.mean(tau_ord)),
+        "kendall_tau_group_mean_ordinal_x100": 100.0 * float(np.mean(tau_ord)),
         "tau_groups": int(taus.size),
         "tau_groups_nan": int(np.count_nonzero(~valid)),
         "tau_inspired": ti,
@@ -186,19 +189,21 @@ def evaluate(true_bad: np.ndarray, pred_bad: np.ndarray, k: int) -> dict:
     tic = tau_inspired_chance(k)
     out["chance"] = {
         "kendall_tau_group_mean": 0.0, "kendall_tau_group_mean_x100": 0.0, "kendall_tau_group_mean_ordinal": 0.0,
+        "kendall_tau_group_mean_ordinal_x100": 0.0,
         "tau_inspired": tic, "tau_inspired_x100": 100.0 * tic, "pick_best_accuracy": acc_chance,
         "pearson": 0.0, "spearman": 0.0, "kendall": 0.0, "sMARE": smare_chance(t),
     }
     return out
 
 
-def format_table(rows: list[tuple[str, str, dict]], metrics=("kendall_tau_group_mean_x100", "tau_inspired_x100",
+def format_table(rows: list[tuple[str, str, dict]], metrics=("kendall_tau_group_mean_ordinal_x100",
+                                                            "kendall_tau_group_mean_x100", "tau_inspired_x100",
                                                             "pick_best_accuracy", "pearson", "spearman",
                                                             "kendall", "sMARE")) -> str:
     """Fixed-width table: one line per (features, model) plus a "chance" line per feature set."""
-    short = {"kendall_tau_group_mean_x100": "grpTau*100", "tau_inspired_x100": "tauInsp*100",
+    short = {"kendall_tau_group_mean_ordinal_x100": "forkTau*100", "kendall_tau_group_mean_x100": "tauB*100", "tau_inspired_x100": "tauInsp*100",
              "pick_best_accuracy": "pickBest", "pearson": "pearson", "spearman": "spearman", "kendall": "kendall",
-             "sMARE": "sMARE", "kendall_tau_group_mean": "grpTau", "tau_inspired": "tauInsp"}
+             "sMARE": "sMARE", "kendall_tau_group_mean": "tauB", "tau_inspired": "tauInsp"}
     head = f"{'features':<24} {'model':<14}" + "".join(f"{short.get(m, m):>12}" for m in metrics)
     lines = [head, "-" * len(head)]
     last_feat = None
@@ -210,5 +215,6 @@ def format_table(rows: list[tuple[str, str, dict]], metrics=("kendall_tau_group_
         lines.append(f"{feat:<24} {model:<14}" + "".join(f"{res[m]:>12.4f}" for m in metrics))
     if chance is not None:
         lines.append(f"{last_feat:<24} {'(chance)':<14}" + "".join(f"{chance[m]:>12.4f}" for m in metrics))
-    lines.append("lower is better: tauInsp, sMARE; higher is better: the rest")
+    lines.append("forkTau: the fork's group tau (Kendall tau of the ordinal 1..K ranks within each clip); tauB: tau-b "
+                 "on the raw values within each clip (ties kept); lower is better: tauInsp, sMARE; higher: the rest")
     return "\n".join(lines)

@@ -22,6 +22,9 @@ from retrieval.significance import paired_randomization_test
 from retrieval.sims_io import SimsManifest, build_manifest, load_sims, save_sims
 from utils.errors import UserError
 from utils.io import atomic_path, save_npy, write_json, write_text
+from utils.outputs import check_target, output_set
+
+QPP_KEEP = ("cache", "fork")  # sub-folders of <run>/qpp/ that are not part of its output set (kept across re-runs)
 
 DEFAULT_FEATURES = ("lexical", "score", "variation")
 WEIGHT_MODEL_CANDIDATES = ("linear", "xgboost")  # cheap and strong; --weights-model pins one
@@ -87,6 +90,7 @@ def run_qpp(run_dir: str | Path, *, fit_split: str = "val", cv: int | None = Non
     wmodels = [weights_model] if weights_model else [m for m in WEIGHT_MODEL_CANDIDATES if m in all_models] or all_models[:1]
     blocks_all = expand_groups(groups)
     out = Path(out_dir) if out_dir else run_dir / "qpp"
+    check_target(out, QPP_KEEP)  # before any work: --out must be a folder this stage may replace
     cache = out / "cache"
 
     ev_sims, ev_man = _load_split(run_dir, "test")
@@ -104,6 +108,8 @@ def run_qpp(run_dir: str | Path, *, fit_split: str = "val", cv: int | None = Non
         protocol = (f"fit on {fit_split} ({'in-sample: the model trained on these queries' if fit_split == 'train' else 'queries unseen in training'}), "
                     "evaluate on test")
     n_ev = len(ev_man.clip_ids)
+    if cv is not None and not 2 <= cv <= n_ev:
+        raise UserError(f"--cv {cv}: must be between 2 and the number of test clips ({n_ev})")
     log(f"qpp: run {run_dir} | test {len(ev_man.query_ids)} queries x {n_ev} clips | {protocol}")
 
     tg_ev = compute_targets(ev_sims, ev_man.gt_cols())
@@ -174,8 +180,18 @@ def run_qpp(run_dir: str | Path, *, fit_split: str = "val", cv: int | None = Non
                     "selection": tuning},
         "fusion": fusion, "timings_s": {kk: round(v, 3) for kk, v in timings.items()},
     }
-    out.mkdir(parents=True, exist_ok=True)
-    _write_predictions(out / "predictions.csv", ev_man, k, tg_ev[target], target, preds, wfeat)
+    with output_set(out, writer="qpp.py", keep=QPP_KEEP) as tmp:  # complete-or-refuse (utils/outputs.py)
+        _write_outputs(tmp, out, res_json, ev_man, k, tg_ev[target], target, preds, wfeat, weights, run_dir, plots,
+                       feature_sets, all_models, results, y_ev, t_start, log)
+    log(f"qpp: wrote {out} ({res_json['timings_s']['total']:.1f}s)")
+    return res_json
+
+
+def _write_outputs(out, final_out, res_json, ev_man, k, target_vals, target, preds, wfeat, weights, run_dir, plots,
+                   feature_sets, all_models, results, y_ev, t_start, log) -> None:
+    w_model, w_feat = res_json["weights"]["model"], res_json["weights"]["features"]
+    w_mapping, t_report = res_json["weights"]["mapping"], res_json["weights"]["temperature"]
+    _write_predictions(out / "predictions.csv", ev_man, k, target_vals, target, preds, wfeat)
     save_npy(out / "weights.npy", weights)
     write_json(out / "weights.json", {"model": w_model, "features": w_feat, "mapping": w_mapping,
                                       "temperature": t_report, "target": target, "split": "test",
@@ -183,18 +199,17 @@ def run_qpp(run_dir: str | Path, *, fit_split: str = "val", cv: int | None = Non
                                       "query_ids": list(ev_man.query_ids)})
     rows = [(f, m, results[(f, m)]) for f in ("+".join(s) for s in feature_sets) for m in all_models]
     table = format_table(rows)
-    ftable = _fusion_table(fusion)
+    ftable = _fusion_table(res_json["fusion"])
     if plots:
         from qpp.plot import plot_results
         best = max(rows, key=lambda r: np.nan_to_num(r[2]["kendall_tau_group_mean"], nan=-9))
-        res_json["plots"] = plot_results(out, rows, y_ev, preds[(best[0], best[1])], f"{best[1]} [{best[0]}]", target)
+        paths = plot_results(out, rows, y_ev, preds[(best[0], best[1])], f"{best[1]} [{best[0]}]", target)
+        res_json["plots"] = [str(final_out / Path(p).name) for p in paths]  # where they are once swapped in
     res_json["timings_s"]["total"] = round(time.time() - t_start, 3)
     write_json(out / "results.json", res_json)
     write_text(out / "results.md", _markdown(res_json, table, ftable))
     log(table)
     log(ftable)
-    log(f"qpp: wrote {out} ({res_json['timings_s']['total']:.1f}s)")
-    return res_json
 
 
 def _check_folds(folds, k: int) -> None:
@@ -319,7 +334,8 @@ def _markdown(res: dict, table: str, ftable: str) -> str:
 
 # ------------------------------------------------------------------------------------------------ the fork's recipe
 def run_fork(run_dir: str | Path, *, seed: int = 0, device: str = "cpu", out_dir: str | Path | None = None,
-             n_resamples: int = 10_000, log: Callable[[str], None] = print) -> dict:
+             n_resamples: int = 10_000, encoder: str | Path | None = None,
+             log: Callable[[str], None] = print) -> dict:
     """The fork's QPP: MiniLM embeddings only, LR/MLP/GBR (+tree) with its settings, fit in-sample on train,
     log2 of ordinal (double-argsort) ranks, and its inverted r/15 weights for weighted CombSum."""
     t_start = time.time()
@@ -334,12 +350,16 @@ def run_fork(run_dir: str | Path, *, seed: int = 0, device: str = "cpu", out_dir
     _check_captions(tr_man, "train", ["minilm"], run_dir)
     k = ev_man.captions_per_clip
     out = Path(out_dir) if out_dir else run_dir / "qpp" / "fork"
+    check_target(out, ("cache",))
     y_tr = compute_targets(tr_sims, tr_man.gt_cols(), ordinal=True)["log2_rank"]
     tg_ev = compute_targets(ev_sims, ev_man.gt_cols(), ordinal=True)
     y_ev = tg_ev["log2_rank"]
-    log(f"qpp --reproduce-fork: MiniLM on {len(tr_man.captions)} train + {len(ev_man.captions)} test captions ...")
-    x_tr = sentence_embeddings(tr_man.captions, out.parent / "cache", device)
-    x_ev = sentence_embeddings(ev_man.captions, out.parent / "cache", device)
+    from qpp.features import DEFAULT_ENCODER
+    enc_name = DEFAULT_ENCODER if encoder is None else f"{encoder} (user-supplied sentence-transformers model)"
+    log(f"qpp --reproduce-fork: encoder {enc_name}; {len(tr_man.captions)} train + {len(ev_man.captions)} test "
+        "captions ...")
+    x_tr = sentence_embeddings(tr_man.captions, out.parent / "cache", device, encoder=encoder)
+    x_ev = sentence_embeddings(ev_man.captions, out.parent / "cache", device, encoder=encoder)
     preds, results, fusion_rows = {}, {}, {}
     cs = fused_ranks(combsum(ev_sims, k))
     fusion_rows["combsum"] = metrics_from_ranks(cs)
@@ -363,11 +383,14 @@ def run_fork(run_dir: str | Path, *, seed: int = 0, device: str = "cpu", out_dir
                     + (f"   p vs combsum {sig[name + ' vs combsum']:.3g}" if name != "combsum" else ""))
     ftable = "\n".join(ftab)
     res = {"run": str(run_dir), "recipe": "fork: MiniLM only, in-sample fit on train, ordinal log2 ranks, r/15 weights",
+           "encoder": enc_name,
            "models": results, "fusion": fusion_rows, "significance_p": sig, "timings_s": {"total": time.time() - t_start}}
-    out.mkdir(parents=True, exist_ok=True)
-    _write_predictions(out / "predictions.csv", ev_man, k, y_ev, "log2_rank", preds, "minilm")
-    write_json(out / "results.json", res)
-    write_text(out / "results.md", f"# The fork's QPP recipe on {run_dir}\n\n```\n{table}\n```\n\n```\n{ftable}\n```\n")
+    with output_set(out, writer="qpp.py --reproduce-fork", keep=("cache",)) as tmp:
+        _write_predictions(tmp / "predictions.csv", ev_man, k, y_ev, "log2_rank", preds, "minilm")
+        write_json(tmp / "results.json", res)
+        write_text(tmp / "results.md", f"# The fork's QPP recipe on {run_dir}\n\nencoder: {enc_name}\n\n"
+                                       f"```\n{table}\n```\n\n```\n{ftable}\n```\n")
+    log(f"encoder: {enc_name}")
     log(table)
     log(ftable)
     return res

@@ -1,4 +1,4 @@
-"""Retrieval metrics over a similarity matrix, as defined by the original CE code (SPEC §4.1).
+"""Retrieval metrics over a similarity matrix, as defined by the original CE code (docs/FUSION.md "Evaluation").
 
 Conventions
 -----------

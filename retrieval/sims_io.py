@@ -108,8 +108,15 @@ def resolve_sims_path(path: str | os.PathLike, split: str = "test") -> Path:
 
 def load_sims(path: str | os.PathLike, split: str = "test", mmap: bool = True) -> tuple[np.ndarray, SimsManifest]:
     """Load a matrix and its manifest and check that they agree; ``UserError`` names what is wrong."""
+    from utils.outputs import recover, verify_recorded_file
+    if not Path(path).exists():
+        recover(Path(path).parent)  # its output set's writer was killed mid-swap: the complete old set comes back
+    if Path(path).is_dir():
+        _require_complete_run(Path(path))
     npy = resolve_sims_path(path, split)
     manifest_path = npy.with_suffix(".json")
+    for f in (npy, manifest_path):  # a file of a completed output set must still be the recorded one
+        verify_recorded_file(f, rerun="the stage that wrote it")
     if not manifest_path.is_file():
         raise UserError(f"{manifest_path}: manifest missing beside {npy.name} (use --sims with --captions_per_clip for a bare matrix)")
     raw = read_json(manifest_path)
@@ -119,7 +126,45 @@ def load_sims(path: str | os.PathLike, split: str = "test", mmap: bool = True) -
         raise UserError(f"{manifest_path}: not a sims manifest ({err})") from None
     sims = _load_npy(npy, mmap)
     validate(sims, manifest, str(npy))
+    if Path(path).is_dir():
+        check_run_split(Path(path), split, manifest, manifest_path)
     return sims, manifest
+
+
+def _require_complete_run(run_dir: Path) -> None:
+    if not (run_dir / "metrics.json").is_file():
+        raise UserError(f"{run_dir}: incomplete run (no metrics.json: training was killed or is still running; "
+                        f"finish it with train.py --resume {run_dir})")
+
+
+def check_run_split(run_dir: Path, split: str, manifest: SimsManifest, manifest_path: Path) -> None:
+    """The manifest of ``<run>/sims/<split>.json`` must describe that split of that run: its ``split`` field, its
+    source's config hash, and (when the run's data is at hand) its clip ids against ``<split>_list.txt``."""
+    if manifest.split != split:
+        raise UserError(f"{manifest_path}: manifest is for split {manifest.split!r}, not {split!r} "
+                        "(a copy of another split's matrix?)")
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        return
+    config = read_json(cfg_path)
+    want = manifest.source.get("config_hash") if isinstance(manifest.source, dict) else None
+    if want is not None:
+        from utils.config import config_hash
+        if config_hash(config) != want:
+            raise UserError(f"{manifest_path}: written by a run with config {want}, but {cfg_path} hashes to "
+                            f"{config_hash(config)} (a matrix copied from another run?)")
+    try:
+        args = config["data_loader"]["args"]
+        list_path = Path(args["data_dir"]) / args["root_feat_folder"] / f"{split}_list.txt"
+    except (KeyError, TypeError):
+        return
+    if list_path.is_file():
+        ids = [line.strip() for line in list_path.read_text(encoding="utf-8", errors="replace").splitlines()
+               if line.strip()]
+        if ids != list(manifest.clip_ids):
+            diff = next((f"position {i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(manifest.clip_ids, ids))
+                         if a != b), f"{len(manifest.clip_ids)} vs {len(ids)} clips")
+            raise UserError(f"{manifest_path}: clip ids differ from the run's {list_path} ({diff})")
 
 
 def read_bare_sims(path: str | os.PathLike, captions_per_clip: int = 5) -> tuple[np.ndarray, SimsManifest]:
@@ -155,7 +200,12 @@ def validate(sims: np.ndarray, manifest: SimsManifest, where: str) -> None:
         raise UserError(f"{where}: shape {sims.shape} disagrees with its manifest "
                         f"({len(manifest.query_ids)} queries x {len(manifest.clip_ids)} clips)")
     if len(set(manifest.clip_ids)) != len(manifest.clip_ids):
-        raise UserError(f"{where}: manifest lists duplicate clip ids")
+        dup = next(c for i, c in enumerate(manifest.clip_ids) if c in manifest.clip_ids[:i])
+        raise UserError(f"{where}: manifest lists clip id {dup!r} twice")
+    if len(set(manifest.query_ids)) != len(manifest.query_ids):
+        seen: set[str] = set()
+        dup = next(q for q in manifest.query_ids if q in seen or seen.add(q))
+        raise UserError(f"{where}: manifest lists query id {dup!r} twice")
     known = set(manifest.clip_ids)
     for qid in manifest.query_ids:
         rel = manifest.qrels.get(qid)

@@ -81,12 +81,12 @@ def test_inheritance_merge_semantics(tmp_path):
 
 def test_overrides():
     c = load_config(CFG / "clotho" / "train-vggish-vggsound.json",
-                    'trainer.epochs=3,optimizer.args.lr=1,data_loader.args.split_name=1,'
+                    'trainer.epochs=3,optimizer.args.lr=1,data_loader.args.root_feat_folder=1,'
                     'experts.modalities=[audio],arch.args.l2renorm=true,trainer.dump_splits=["train","test"],'
                     'arch.args.use_ce=')
     assert c["trainer"]["epochs"] == 3
     assert c["optimizer"]["args"]["lr"] == 1           # int accepted for float
-    assert c["data_loader"]["args"]["split_name"] == "1"
+    assert c["data_loader"]["args"]["root_feat_folder"] == "1"
     assert c["experts"]["modalities"] == ["audio"]
     assert c["arch"]["args"]["l2renorm"] is True
     assert c["trainer"]["dump_splits"] == ["train", "test"]

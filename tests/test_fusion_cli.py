@@ -86,6 +86,8 @@ def test_legacy_weights_invert_the_quality(run_dir, capsys):
 def test_qpp_weights_picked_up_automatically(run_dir, capsys):
     (run_dir / "qpp").mkdir()
     np.save(run_dir / "qpp" / "weights.npy", np.ones(N * K))
+    from utils.outputs import write_record
+    write_record(run_dir / "qpp", "test")  # a complete qpp output set (fusion refuses unfinished ones)
     rc, cap = _cli(["--run", str(run_dir), "--quiet", "--no-plot", "--resamples", "50"], capsys)
     assert rc == 0, cap.err
     fused = np.load(run_dir / "fusion" / "weighted_combsum.npy")

@@ -1,4 +1,4 @@
-"""MaxMarginRankingLoss on a hand-made matrix (SPEC §3)."""
+"""MaxMarginRankingLoss on a hand-made matrix (docs/TRAINING.md)."""
 from __future__ import annotations
 
 import pytest

@@ -89,7 +89,7 @@ def test_text_features_path_on_20_captions(tmp_path):
     (["--features", "bogus"], "valid: text, minilm"),
     (["--fit-split", "train"], "train.npy: missing"),
     (["--reproduce-fork"], "train.npy: missing"),
-    (["--cv", "1"], "--cv must be >= 2"),
+    (["--cv", "1"], "argument --cv: 1: must be >= 2"),
     ([], None),
 ])
 def test_cli_bad_input_exits_2_with_one_line(run_dir, argv, needle, tmp_path):

@@ -16,8 +16,11 @@ FINAL_NAME = "trained_model.pth"
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     """``torch.save`` to a temporary name, then rename: a kill never leaves a half-written checkpoint."""
+    from utils.testhooks import pause
+
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+        pause("checkpoint-write")  # crash tests: killed with the temporary written, before the rename
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

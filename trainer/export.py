@@ -1,4 +1,4 @@
-"""Encode a split once and score it in chunks: ``(K·N, N)`` clip-major similarity matrices (CONTRACT.md)."""
+"""Encode a split once and score it in chunks: ``(K·N, N)`` clip-major similarity matrices (docs/FORMATS.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

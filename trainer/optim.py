@@ -1,4 +1,4 @@
-"""Ranger (RAdam + Lookahead) with decoupled weight decay, and the StepLR schedule (SPEC §3).
+"""Ranger (RAdam + Lookahead) with decoupled weight decay, and the StepLR schedule (docs/TRAINING.md).
 
 ``torch.optim.RAdam(decoupled_weight_decay=True)`` already is the RAdam half of Ranger 9.3.19
 (utils/ranger.py of the original), term for term:

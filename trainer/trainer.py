@@ -1,4 +1,4 @@
-"""Training loop (SPEC §3): one run = one seed = one run folder (CONTRACT.md).
+"""Training loop (docs/TRAINING.md): one run = one seed = one run folder (docs/FORMATS.md).
 
 * Data is loaded once into tensors; a batch is built by vectorised indexing (no collate, no workers).
 * Epoch e draws its clip order and one caption per clip from ``numpy.random.default_rng([seed, e])``, so the
@@ -32,11 +32,15 @@ from trainer.checkpoint import (FINAL_NAME, LAST_NAME, cpu_state_dict, load_chec
                                 save_checkpoint, set_rng_state)
 from trainer.distributed import current_context
 from trainer.export import TensorSplit, as_tensor_split, compute_sims
+from trainer.guards import (check_checkpoint_identity, check_finite_loss, check_finite_sims, discard_on_failure,
+                            preflight_splits, resume_threads, write_run_env)
 from trainer.optim import build_optimizer, build_scheduler
 from utils.config import config_hash
+from utils.config_rules import check_values
 from utils.errors import UserError
-from utils.io import read_json, write_json
+from utils.io import read_json, sweep_stale_temps, write_json
 from utils.paths import COMPLETE_MARKER, experiment_name, make_run_dir
+from utils.testhooks import pause
 
 MONITOR = "geometric_mean_R1-R5-R10"
 MINI_TRAIN_BATCHES = 5
@@ -185,18 +189,24 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
         resume: str | os.PathLike | None = None, *, quiet: bool = False,
         stop_after_epochs: int | None = None, data: dict[str, TensorSplit] | None = None,
         splits_loader: Callable[[dict, list[str]], dict[str, TensorSplit]] | None = None,
-        threads: int | None = None) -> Path:
+        threads: int | None = None, force_threads: bool = False) -> Path:
     """Train one seed (``config["seed"]``) and write its run folder; returns the run folder.
 
     ``resume``: a run folder holding ``checkpoint-last.pth``; training continues after its epoch.
     ``stop_after_epochs`` (tests): return right after that epoch's checkpoint, as if the process were killed.
     ``data``: preloaded ``{split: TensorSplit}`` (benchmarks, tests); otherwise loaded with ``load_clotho``.
-    ``threads``: torch CPU threads (default: $OMP_NUM_THREADS, else all available CPUs).
+    ``threads``: torch CPU threads (default: $OMP_NUM_THREADS, else all available CPUs; on resume the run's
+    recorded count, and another one only with ``force_threads``).
     """
     t_start = time.perf_counter()
     device = device if isinstance(device, torch.device) else resolve_device(device)
     ddp = current_context()  # torchrun: rank 0 writes, the others train their shards (trainer/distributed.py)
     quiet = quiet or not ddp.is_writer
+    check_values(config, "config")  # also a run's config.json read back for --resume
+    if resume is not None:
+        if ddp.is_writer:
+            sweep_stale_temps(resume, depth=2)  # temporaries of the killed process (a checkpoint write: up to 300 MB)
+        threads = resume_threads(Path(resume), threads, force_threads)
     configure_torch(device, threads)
     trainer_cfg = config["trainer"]
     seed = int(config.get("seed", 0))
@@ -209,6 +219,7 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
         run_dir = Path(resume)
         _check_resumable(run_dir, config, chash)
         ckpt = load_checkpoint(run_dir / LAST_NAME)
+        check_checkpoint_identity(run_dir, ckpt, chash)
         for stale in run_dir.rglob(".*.tmp*"):  # temporaries of writes interrupted by the kill
             if ddp.is_writer:
                 stale.unlink(missing_ok=True)
@@ -226,6 +237,9 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
     set_seeds(seed)
     model = ddp.prepare_model(build_model(config).to(device))
     t0 = time.perf_counter()
+    if data is None or splits_loader is not None:  # every split the run needs, validated before the first step
+        preflight_splits(config, [s for s in dump_splits + ["test"] if data is None or s not in data],
+                         splits_loader or load_splits, loader_reads_archive=splits_loader is None)
     data = dict(data) if data is not None else (splits_loader or load_splits)(config, ["train", "val"])
     missing = [s for s in ("train", "val") if s not in data]
     if missing:
@@ -233,17 +247,25 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
     if data["train"].n < 2:
         raise UserError("data: the train split needs at least 2 clips")
     t_data = time.perf_counter() - t0
+    fresh_dirs: list[Path] = []
     if ckpt is None and ddp.is_writer:
+        exp_dir = Path(trainer_cfg["save_dir"]) / experiment_name(config_path)
+        sweep_stale_temps(exp_dir, depth=3)  # killed runs: checkpoint and sims temporaries
+        fresh_dirs = [d for d in (exp_dir, exp_dir.parent) if not d.exists()]  # removed again if the run fails
         run_dir = make_run_dir(trainer_cfg["save_dir"], experiment_name(config_path), seed)
-        write_json(run_dir / "config.json", config)
     if ckpt is None and ddp.active:
         run_dir = ddp.share_path(run_dir if ddp.is_writer else None)  # rank 0's new folder, on every rank
-    logger = _make_logger(run_dir, quiet) if ddp.is_writer else _silent_logger()
-    try:
-        return _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop_after_epochs,
-                    model, data, t_data, dump_splits, splits_loader or load_splits, t_start)
-    finally:
-        _close_logger(logger)
+    new_run = ckpt is None and ddp.is_writer
+    with discard_on_failure(run_dir, new_run=new_run, fresh_dirs=fresh_dirs):
+        if new_run:
+            write_json(run_dir / "config.json", config)
+            write_run_env(run_dir, device)
+        logger = _make_logger(run_dir, quiet) if ddp.is_writer else _silent_logger()
+        try:
+            return _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop_after_epochs,
+                        model, data, t_data, dump_splits, splits_loader or load_splits, t_start)
+        finally:
+            _close_logger(logger)
 
 
 def _check_resumable(run_dir: Path, config: dict, chash: str) -> None:
@@ -305,7 +327,11 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
         logger.info(f"run {run_dir} seed {seed} device {device} params {n_params:,} config {chash}"
                     + (f" | {ddp.world_size} processes, global batch {batch_size}" if ddp.active else ""))
 
-    val_gt = clip_major_gt_cols(val.n, 1)
+    val_caps = list(range(int(config["data_loader"]["args"].get("num_test_captions", 1))))  # val captions used
+    if len(val_caps) > val.captions_per_clip:
+        raise UserError(f"config: data_loader.args.num_test_captions: {len(val_caps)} > the val split's "
+                        f"{val.captions_per_clip} captions per clip")
+    val_gt = clip_major_gt_cols(val.n, len(val_caps))
     for epoch in range(start_epoch, epochs + 1):
         t_ep = time.perf_counter()
         model.train()
@@ -320,16 +346,20 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
             ddp.sync_gradients(model)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)  # frees the gradients between steps (peak memory)
+            pause(f"train-step@{epoch}")  # crash tests (utils/testhooks.py)
             loss_val = float(loss.detach())
+            if not math.isfinite(loss_val):
+                check_finite_loss(loss_val, epoch, [train.clip_ids[i] for i in idx], (experts, text))
             loss_sum += loss_val
             bar.set_postfix(loss=f"{loss_val:.4f}")
         bar.close()
         t_tr = time.perf_counter()
         timings["train_s"] += t_tr - t_ep
 
-        val_sims = compute_sims(model, val, device, caption_indices=[0])
+        val_sims = compute_sims(model, val, device, caption_indices=val_caps)
+        check_finite_sims(val_sims, "val", val.clip_ids, len(val_caps), epoch)
         val_m = t2a_metrics(val_sims, val_gt)
-        val_loss = float(criterion(torch.from_numpy(val_sims)))
+        val_loss = float(criterion(torch.from_numpy(val_sims[::len(val_caps)])))
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         timings["val_s"] += time.perf_counter() - t_tr
@@ -355,6 +385,7 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch,
             "best": best, "best_epoch": best_epoch, "history": history, "config_hash": chash, "timings": timings,
+            "threads": torch.get_num_threads(),
             # the best weights are the current ones whenever this epoch improved: don't store them twice
             "best_state": None if best_epoch == epoch else best_state,
         })
@@ -369,6 +400,10 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
     del optimizer, scheduler  # ~3x the model size of state, not needed any more (peak memory)
     model.load_state_dict(best_state)
     model.eval()
+    eval_device = device
+    if config.get("eval_settings", {}).get("disable_gpu", True) and device.type != "cpu":
+        eval_device = torch.device("cpu")  # the original evaluates on CPU (eval_settings.disable_gpu, the default)
+        model.to(eval_device)
     best_val = next(h["val"] for h in history if h["epoch"] == best_epoch)
     source = {"run": run_dir.name, "checkpoint": FINAL_NAME, "config_hash": chash, "seed": seed}
     save_checkpoint(run_dir / FINAL_NAME, {"state_dict": best_state, "epoch": best_epoch, "config_hash": chash,
@@ -387,8 +422,9 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
     for split in eval_splits:
         t_ev = time.perf_counter()
         ts = data[split]
-        sims = compute_sims(model, ts, device)
+        sims = compute_sims(model, ts, eval_device)
         K = ts.captions_per_clip
+        check_finite_sims(sims, split, ts.clip_ids, K)
         results[split] = both_directions(sims, clip_major_gt_cols(ts.n, K))
         multi = _multi_relevance(config, split, sims, ts.clip_ids, K)  # extra judgements, when the data has them
         if multi is not None:
@@ -412,6 +448,7 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
         "config_hash": chash,
         "epochs": epochs,
         "device": str(device),
+        "threads": torch.get_num_threads(),
         "val_all_captions": results.get("val"),
         "train_all_captions": results.get("train"),
         "history": history,
@@ -421,6 +458,10 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
         metrics["multi_relevance"] = multi_relevance  # {split: {"t2a", "a2t", "file", "graded"}}
     from trainer.curves import write_run_curves  # curves.png (+ TensorBoard events) from the per-epoch history
     write_run_curves(run_dir, history, best_epoch, tensorboard=bool(trainer_cfg.get("tensorboard", False)))
+    from utils.outputs import RECORD, write_record  # sizes + sha256 of what readers use; metrics.json: the marker
+    write_record(run_dir, "train.py", files=[p.relative_to(run_dir).as_posix() for p in sorted(run_dir.rglob("*"))
+                                             if p.is_file() and p.name[0] != "." and p.suffix in (".json", ".npy")
+                                             and p.name not in (COMPLETE_MARKER, RECORD)] + [FINAL_NAME])
     write_json(run_dir / COMPLETE_MARKER, metrics)
     (run_dir / LAST_NAME).unlink(missing_ok=True)  # run complete: nothing left to resume
     logger.info(f"done: best epoch {best_epoch}, test t2a R1 {results['test']['t2a']['R1']:.2f} "
@@ -431,7 +472,7 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
 # ---------------------------------------------------------------------------------------------- multi-seed summary
 def summarise_runs(run_dirs: list[Path], save_dir: str | os.PathLike, config_path: str | os.PathLike
                    ) -> tuple[str, tuple[Path, Path]]:
-    """Mean ± std over seeds of the test metrics (SPEC §4.3: sample std, ddof 1, for R@k/MedR/MeanR/mAP10;
+    """Mean ± std over seeds of the test metrics (as the original README: sample std, ddof 1, for R@k/MedR/MeanR/mAP10;
     population std, ddof 0, for the geometric mean). Writes ``summary-<timestamp>.md`` and ``.json`` under
     ``<save_dir>/<experiment>/``; returns the markdown table and the two paths."""
     import datetime as _dt

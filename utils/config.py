@@ -1,6 +1,6 @@
 """JSON configs with ``inherit_from`` chains, ``--custom_args`` overrides and schema validation.
 
-Resolution (SPEC.md §0, same semantics as zsvision's ``load_json_config`` + mergedeep REPLACE):
+Resolution (docs/TRAINING.md "Config keys"; same semantics as the original, i.e. as zsvision's ``load_json_config`` + mergedeep REPLACE):
 
 * a file may name a parent with ``"inherit_from": "<path relative to this file>"``; chains of any depth;
 * nested dicts are merged key by key, the child wins on leaves, **lists are replaced** (never concatenated);
@@ -51,6 +51,8 @@ def load_config(path: str | os.PathLike, custom_args: str | None = None,
     resolved = merge(copy.deepcopy(schema), merged)
     for keypath, raw in _split_custom_args(custom_args):
         _apply_override(resolved, schema, keypath, raw)
+    from utils.config_rules import check_values  # value ranges and unsupported settings (one line per problem)
+    check_values(resolved, f"{path}{' + --custom_args' if custom_args else ''}")
     return resolved
 
 
@@ -233,7 +235,9 @@ def _apply_override(config: dict, schema: dict, keypath: str, raw: str) -> None:
 # CLI: print the resolved config
 # ----------------------------------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    from utils.cli import ArgumentParser  # one-line usage errors, exit 2
+
+    parser = ArgumentParser(
         prog="python -m utils.config",
         description="Print the fully resolved config (inheritance + schema defaults + overrides) as JSON.")
     parser.add_argument("config", help="config JSON file, e.g. configs/clotho/train-vggish-vggsound.json")

@@ -1,11 +1,16 @@
 """User-facing errors and the CLI wrapper that turns them into one line + exit code 2.
 
-Every command of the toolkit runs through :func:`run_cli`: a :class:`UserError` (bad input,
-bad usage) prints ``error: <message>`` on stderr and exits 2 with no traceback; anything else
-is a bug and exits 1 with its traceback.
+Every command of the toolkit runs through :func:`run_cli`: a :class:`UserError` (bad input, bad usage) prints
+``error: <message>`` on stderr and exits 2 with no traceback. An ``OSError`` that reaches the top (read-only
+folder, full disk, a path that is a file where a folder is needed, ...) is the environment's fault, not a bug: it
+is reported the same way, naming the path (``error: <path>: No space left on device``). Anything else is a bug and
+exits 1 with its traceback. Temporaries are removed on the way out by the writers themselves (utils.io,
+utils.outputs), so nothing half-written is left behind.
 """
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -14,12 +19,25 @@ class UserError(Exception):
     """Bad input or usage. The message names the file / key / clip id at fault."""
 
 
+def os_error_message(err: OSError) -> str:
+    """``<path>: <reason>`` for an OSError (the path is its filename, or the second path of a rename)."""
+    reason = err.strerror or (os.strerror(err.errno) if err.errno else str(err))
+    if err.errno == errno.ENOSPC:
+        reason = f"{reason} (free some space and re-run; nothing partial was kept)"
+    paths = [p for p in (err.filename, err.filename2) if p is not None]
+    where = " -> ".join(os.fsdecode(p) if isinstance(p, (bytes, os.PathLike)) else str(p) for p in paths)
+    return f"{where}: {reason}" if where else f"{reason} ({type(err).__name__})"
+
+
 def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
     """Run ``main(argv)`` and map its outcome to the contract's exit codes (0 / 1 / 2)."""
     try:
         main(argv)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: {os_error_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

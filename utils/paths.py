@@ -17,24 +17,34 @@ def experiment_name(config_path: str | os.PathLike) -> str:
 
 
 def make_run_dir(save_dir: str | os.PathLike, experiment: str, seed: int) -> Path:
-    """Create ``<save_dir>/<experiment>/<timestamp>_seed-<seed>``; ids sort by creation time."""
+    """Create ``<save_dir>/<experiment>/<timestamp>_seed-<seed>`` atomically (``mkdir`` without ``exist_ok``):
+    two processes starting in the same second get ``<timestamp>-01_seed-<seed>``, ``-02``, ... and never the same
+    folder."""
     root = Path(save_dir) / experiment
+    root.mkdir(parents=True, exist_ok=True)
     stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    run = root / f"{stamp}_seed-{seed}"
-    suffix = 1
-    while run.exists():  # two runs in the same second: keep both, keep the sort order
-        run = root / f"{stamp}-{suffix:02d}_seed-{seed}"
-        suffix += 1
-    run.mkdir(parents=True)
-    return run
+    for suffix in range(1000):
+        run = root / (f"{stamp}_seed-{seed}" if suffix == 0 else f"{stamp}-{suffix:02d}_seed-{seed}")
+        try:
+            run.mkdir()
+            return run
+        except FileExistsError:
+            continue
+    raise UserError(f"{root}: could not create a unique run folder for {stamp}")
 
 
 def complete_runs(save_dir: str | os.PathLike, experiment: str) -> list[Path]:
-    """Complete run folders of ``experiment``, oldest first."""
+    """Complete run folders of ``experiment``, in order of completion (``metrics.json`` written last; ties by name)."""
     root = Path(save_dir) / experiment
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if (p / COMPLETE_MARKER).is_file())
+    runs = []
+    for p in root.iterdir():
+        try:
+            runs.append(((p / COMPLETE_MARKER).stat().st_mtime_ns, p.name, p))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return [p for _, _, p in sorted(runs)]
 
 
 def newest_complete_run(save_dir: str | os.PathLike, experiment: str) -> Path:

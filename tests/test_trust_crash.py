@@ -1,0 +1,174 @@
+"""Crash tests: REAL ``SIGKILL`` of subprocesses of train.py, fusion.py, qpp.py and data.synthetic at chosen points
+(``TOOLKIT_TEST_PAUSE``, utils/testhooks.py), then every reader must see the complete old state, the complete new
+state, or refuse with a clear message."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from utils.errors import UserError, run_cli
+from utils.outputs import require_complete, sha256_file
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "clotho-synthetic" / "tiny-ce.json"
+
+
+def kill_at(argv: list, point: str, cwd: Path = REPO, timeout: float = 240.0) -> None:
+    """Start ``python argv...`` with the pause point set, wait until it is there, SIGKILL it."""
+    env = dict(os.environ, TOOLKIT_TEST_PAUSE=point, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, *map(str, argv)], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    seen = []
+    try:
+        for line in proc.stderr:
+            seen.append(line)
+            if line.startswith(f"PAUSED {point.split('#')[0]}"):
+                break
+            if time.time() > deadline:
+                break
+        else:
+            pytest.fail(f"process ended before {point}: rc={proc.wait()} {''.join(seen)[-2000:]}")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)[-2000:]
+
+
+def _train(argv):
+    import train
+    return train.main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_data_dir):
+    root = tmp_path_factory.mktemp("crash")
+    custom = (f"data_loader.args.data_dir={tiny_data_dir},data_loader.args.synthetic.enabled=false,"
+              f"trainer.save_dir={root / 'saved'},trainer.epochs=3,data_loader.args.batch_size=32,arch.args.use_ce=")
+    return {"root": root, "custom": custom}
+
+
+def _exp(setup) -> Path:
+    return setup["root"] / "saved" / "clotho-synthetic-tiny-ce"
+
+
+def _runs(setup) -> set[Path]:
+    return set(_exp(setup).iterdir()) if _exp(setup).is_dir() else set()
+
+
+def test_train_killed_mid_epoch_and_mid_checkpoint_write(setup):
+    from utils.paths import complete_runs, newest_complete_run
+
+    argv = [REPO / "train.py", "--config", TINY, "--custom_args", setup["custom"], "--threads", "1", "--quiet"]
+    assert run_cli(_train, argv[1:]) == 0  # the uninterrupted reference (same thread count)
+    reference = newest_complete_run(setup["root"] / "saved", "clotho-synthetic-tiny-ce")
+
+    # 1) killed inside the FIRST checkpoint write: only its temporary exists; nothing to resume from
+    before = _runs(setup)
+    kill_at(argv, "checkpoint-write")
+    (first,) = _runs(setup) - before
+    assert list(first.glob(".checkpoint-last.pth.*.tmp*")) and not (first / "checkpoint-last.pth").exists()
+    assert newest_complete_run(setup["root"] / "saved", "clotho-synthetic-tiny-ce") == reference  # ignored
+    with pytest.raises(UserError, match="no checkpoint-last.pth"):
+        _train(["--resume", first])
+    assert not list(first.glob(".*.tmp*"))  # the next start removed the killed writer's temporary
+
+    # 2) killed mid-epoch 2 and 3) inside the SECOND checkpoint write: resume ends bit-identical to the reference
+    for point in ("train-step@2", "checkpoint-write#2"):
+        before = _runs(setup)
+        kill_at(argv, point)
+        (killed,) = _runs(setup) - before
+        assert (killed / "checkpoint-last.pth").is_file() and not (killed / "metrics.json").exists()
+        with pytest.raises(UserError, match="incomplete run"):
+            from retrieval.sims_io import load_sims
+            load_sims(killed)
+        assert run_cli(_train, ["--resume", killed, "--quiet"]) == 0
+        assert np.array_equal(np.load(killed / "sims" / "test.npy"), np.load(reference / "sims" / "test.npy"))
+        got, want = (json.loads((r / "metrics.json").read_text()) for r in (killed, reference))
+        assert got["test"] == want["test"] and got["best_epoch"] == want["best_epoch"]
+        assert not list(killed.glob(".*.tmp*")) and not (killed / "checkpoint-last.pth").exists()
+    assert complete_runs(setup["root"] / "saved", "clotho-synthetic-tiny-ce")[-1] == killed  # newest by completion
+
+
+def _fusion(argv):
+    import fusion.run as fr
+    return fr.main_from_args(fr.build_parser().parse_args([str(a) for a in argv]))
+
+
+def _qpp(argv):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("qpp_cli", REPO / "qpp.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def done_run(tmp_path_factory):
+    from qpp.run import make_synthetic_run
+    return make_synthetic_run(tmp_path_factory.mktemp("crashrun") / "run", {"val": 30, "test": 40}, seed=3)
+
+
+def _state(folder: Path) -> dict:
+    record = require_complete(folder)
+    return {rel: e["sha256"] for rel, e in record["files"].items()}
+
+
+def test_fusion_killed_rerun_keeps_the_old_set_or_the_new(done_run):
+    out = done_run / "fusion"
+    assert run_cli(_fusion, ["--run", done_run, "--quiet", "--no-plot", "--resamples", "20"]) == 0
+    old = _state(out)
+    rerun = [REPO / "fusion.py", "--run", done_run, "--quiet", "--no-plot", "--resamples", "20",
+             "--methods", "combsum,rrf", "--norm", "z-score"]
+    for point in ("output-build", "output-swap"):
+        kill_at(rerun, point)
+        if point == "output-swap":
+            assert not out.exists()  # killed between the renames: the reader below puts the old set back
+        sims, _ = __import__("retrieval.sims_io", fromlist=["load_sims"]).load_sims(out / "combsum.npy")
+        assert _state(out) == old and sha256_file(out / "combsum.npy") == old["combsum.npy"]
+    assert not list(done_run.glob(".fusion.*"))  # killed writers' temporaries are gone
+    assert run_cli(_fusion, [a for a in rerun[1:]]) == 0
+    new = _state(out)
+    assert set(new) < set(old) and json.loads((out / "results.json").read_text())["params"]["norm"] == "z-score"
+
+
+def test_qpp_killed_rerun_never_mixes_weights(done_run):
+    qdir = done_run / "qpp"
+    base = ["--run", done_run, "--features", "score", "--models", "linear", "--n-resamples", "20", "--no-plots"]
+    assert run_cli(_qpp, base) == 0
+    old = _state(qdir)
+    old_mapping = json.loads((qdir / "weights.json").read_text())["mapping"]
+    for point in ("output-build", "output-swap"):
+        kill_at([REPO / "qpp.py", *base, "--mapping", "fork"], point)
+        # fusion.py --run reads the weights: the complete old set (restored if needed), never the fork's
+        assert run_cli(_fusion, ["--run", done_run, "--quiet", "--no-plot", "--resamples", "20",
+                                 "--methods", "weighted_combsum", "--out", done_run / "f2"]) == 0
+        assert _state(qdir) == old and json.loads((qdir / "weights.json").read_text())["mapping"] == old_mapping
+    (qdir / "complete.json").unlink()  # a set without its record (an older writer): refused
+    rc = run_cli(_fusion, ["--run", done_run, "--quiet", "--no-plot", "--out", done_run / "f3"])
+    assert rc == 2 and not (done_run / "f3").exists()
+    assert run_cli(_qpp, base + ["--mapping", "fork", "--out", done_run / "qpp-fork"]) == 0
+    assert json.loads((done_run / "qpp-fork" / "weights.json").read_text())["mapping"] == "fork"
+
+
+def test_synthetic_killed_generation_is_removed_on_next_start(tmp_path):
+    from data.synthetic import generate
+
+    out = tmp_path / "data"
+    kill_at(["-m", "data.synthetic", "--out", out, "--size", "tiny"], "synthetic-write")
+    assert not (out / "structured-symlinks").exists() and list(out.glob(".structured-symlinks.tmp-*"))
+    final = generate(out, size="tiny", seed=0, quiet=True)
+    assert final.is_dir() and not list(out.glob(".structured-symlinks.*"))
+    shutil.rmtree(out)
