@@ -26,7 +26,7 @@ from data.audio import SILENCE_DBFS, list_audio
 from data.audio_features import compute_features, compute_features_parallel
 from data.experts.registry import EXPERTS, expert_info, load_expert
 from utils.errors import UserError, run_cli
-from utils.io import atomic_path, write_json, write_text
+from utils.io import atomic_path, sweep_stale_temps, write_json, write_text
 
 CLASSES_PATH = "aggregated_yamnet/yamnet-classes.hickle"
 SPLITS = ("train", "val", "test")
@@ -175,6 +175,7 @@ def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(1)
     experts = [load_expert(n, weights=weights.get(n), threads=1) for n in names]  # fails early on bad weights
     cache = Path(args.cache) if args.cache else out / ".extract-cache"
+    sweep_stale_temps(cache, depth=2)  # cache entries a killed extraction was writing
     options = dict(pad_short=args.pad_short, skip_bad=args.skip_bad, chunk_files=args.chunk_files,
                    progress=not args.no_progress, silence_dbfs=args.silence_dbfs)
     t0 = time.perf_counter()
