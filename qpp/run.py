@@ -24,7 +24,7 @@ from utils.errors import UserError
 from utils.io import atomic_path, save_npy, write_json, write_text
 from utils.outputs import check_target, output_set
 
-QPP_KEEP = ("cache", "fork")  # sub-folders of <run>/qpp/ that are not part of its output set (kept across re-runs)
+QPP_KEEP = ("cache", "fork", "input")  # sub-folders of <run>/qpp/ that are not part of its output set (kept across re-runs; input: a TREC run materialised by qpp.py --trec-run)
 
 DEFAULT_FEATURES = ("lexical", "score", "variation")
 WEIGHT_MODEL_CANDIDATES = ("linear", "xgboost")  # cheap and strong; --weights-model pins one
