@@ -1,0 +1,261 @@
+"""Answer typed queries with a trained run: ``python search.py --help`` (docs/SEARCH.md).
+
+    python search.py --run RUN "a dog barks while rain falls" ["rain on a tin roof, a dog" ...]
+
+Every positional text is one phrasing of ONE information need; several phrasings are fused (CombSum by default,
+RRF, or QPP-weighted CombSum, ``--fusion``). The audio side of the run's split is indexed once and saved beside the
+run (``RUN/index/split-<split>/``); later queries cost one text encoding and one matrix product.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from utils.errors import UserError, run_cli
+
+FUSIONS = ("combsum", "rrf", "qpp")
+BACKENDS = ("auto", "numpy", "flat", "ivf", "hnsw")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (via run_cli)
+        raise UserError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="search.py", formatter_class=argparse.RawDescriptionHelpFormatter, description=(
+        "Search the clips of a trained run with typed text. Each QUERY is one phrasing of the same need; several "
+        "phrasings are fused into one ranking. Prints the top-k clips with their scores, ids and captions.\n\n"
+        "  python search.py --run data/saved/EXP/RUN \"a dog barks while rain falls\" \"rain on a roof, a dog\"\n"
+        "  python search.py --config configs/clotho-synthetic/train-vggish-vggsound.json --k 5 --json \"birds\"\n\n"
+        "The audio index of a split is built on first use and saved in RUN/index/split-SPLIT/ (rebuilt when the "
+        "checkpoint or the data changes). Exit code 2 with one line on bad input."))
+    p.add_argument("queries", nargs="*", metavar="QUERY", help="phrasings of one information need")
+    src = p.add_argument_group("what to search (one of)")
+    src.add_argument("--run", help="a complete run folder data/saved/<experiment>/<run-id>/")
+    src.add_argument("--config", help="a training config: use the newest complete run of its experiment")
+    src.add_argument("--audio", metavar="DIR", help="a folder of audio files (zero-shot, or with --run: the run's "
+                                                    "experts extracted from the audio)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"),
+                   help="which split's clips to search (default test)")
+    p.add_argument("--k", type=int, default=10, help="how many clips to return (default 10)")
+    p.add_argument("--fusion", default="combsum", choices=FUSIONS,
+                   help="how several phrasings are fused: combsum (sum of scores, default), rrf (reciprocal rank "
+                        "fusion, k=60), qpp (CombSum weighted by the run's QPP stage; see docs/SEARCH.md)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print one JSON object (schema in docs/SEARCH.md)")
+    out.add_argument("--trec", action="store_true", help="print a TREC run: qid Q0 docno rank score tag")
+    p.add_argument("--qid", default="q1", help="query id of the TREC output (default q1)")
+    p.add_argument("--word2vec", metavar="FILE", help="GoogleNews word2vec binary (.bin / .bin.gz), needed for runs "
+                                                      "trained on real CLOTHO w2v features")
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="numpy: exact matrix product; flat: FAISS exact; ivf / hnsw: FAISS approximate; auto "
+                        "(default): numpy below --faiss-threshold clips, ivf above")
+    p.add_argument("--faiss-threshold", dest="faiss_threshold", type=int, default=200_000,
+                   help="clips from which --backend auto switches to FAISS IVF (default 200000)")
+    p.add_argument("--nprobe", type=int, default=64, help="IVF cells searched (default 64)")
+    p.add_argument("--ef-search", dest="ef_search", type=int, default=128, help="HNSW efSearch (default 128)")
+    p.add_argument("--depth", type=int, default=200,
+                   help="FAISS back ends: candidates per phrasing, re-scored exactly and fused (default 200)")
+    p.add_argument("--rebuild-index", dest="rebuild", action="store_true", help="rebuild the saved index")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    if args.k <= 0:
+        raise UserError(f"--k: must be >= 1, got {args.k}")
+    if args.depth <= 0 or args.nprobe <= 0 or args.ef_search <= 0 or args.faiss_threshold < 0:
+        raise UserError("--depth, --nprobe and --ef-search must be >= 1, --faiss-threshold >= 0")
+    if not args.queries:
+        raise UserError("QUERY: give at least one text to search for")
+    for i, q in enumerate(args.queries, start=1):
+        if not q.strip():
+            raise UserError(f"query {i}: empty text")
+    if args.audio:
+        raise UserError("--audio: not available in this build: searching audio folders needs the audio experts "
+                        "(data/experts, not merged yet); search a run's split with --run RUN")
+    if bool(args.run) == bool(args.config):
+        raise UserError("give exactly one of --run RUN or --config CFG")
+    run_dir = Path(args.run) if args.run else _newest_run(args.config)
+    result = search_run(run_dir, args.queries, split=args.split, k=args.k, fusion=args.fusion,
+                        backend=args.backend, faiss_threshold=args.faiss_threshold, nprobe=args.nprobe,
+                        ef_search=args.ef_search, depth=args.depth, word2vec=args.word2vec, rebuild=args.rebuild)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    elif args.trec:
+        sys.stdout.write(trec_lines(result, args.qid))
+    else:
+        sys.stdout.write(text_report(result))
+    return result
+
+
+def _newest_run(config_path: str) -> Path:
+    from utils.paths import newest_run_of_config
+
+    if not Path(config_path).is_file():
+        raise UserError(f"{config_path}: config not found")
+    return newest_run_of_config(config_path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the pipeline
+# ----------------------------------------------------------------------------------------------------------------
+def search_run(run_dir: Path, queries: Sequence[str], *, split: str = "test", k: int = 10, fusion: str = "combsum",
+               backend: str = "auto", faiss_threshold: int = 200_000, nprobe: int = 64, ef_search: int = 128,
+               depth: int = 200, word2vec: str | None = None, rebuild: bool = False, log=None) -> dict:
+    """Search the split's clips of a run; returns the JSON-able result (see docs/SEARCH.md)."""
+    from model.query import QueryEncoder, encode_text, load_run_model
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    t0 = time.perf_counter()
+    rm = load_run_model(run_dir)
+    encoder = QueryEncoder(rm.config, word2vec)  # fails early (e.g. w2v run without --word2vec)
+    index, index_info = open_run_index(rm, split, rebuild=rebuild, log=log)
+    t_index = time.perf_counter()
+    enc = encoder.encode(queries)
+    text_emb, weights = encode_text(rm.model, enc.text, enc.lens)
+    t_text = time.perf_counter()
+    use_faiss = backend in ("flat", "ivf", "hnsw") or (backend == "auto" and len(index) >= faiss_threshold)
+    if use_faiss:
+        from retrieval.faiss_index import FaissSearcher
+
+        kind = "ivf" if backend == "auto" else backend
+        searcher = FaissSearcher(index, kind, nprobe=nprobe, ef_search=ef_search)
+        cand, _ = searcher.search(text_emb, weights, max(depth, k))
+        cols = np.unique(cand[cand >= 0])
+        sims = index.scores_at(text_emb, weights, cols)   # exact scores of every phrasing on the candidates
+        used = f"faiss-{kind}"
+    else:
+        sims = index.scores(text_emb, weights)
+        cols = np.arange(len(index))
+        used = "numpy"
+    t_score = time.perf_counter()
+    scorable = ~np.isnan(sims).any(axis=0)  # clips without any expert score NaN in the model: never returned
+    sims, cols = sims[:, scorable], cols[scorable]
+    notes = []
+    if not scorable.all():
+        notes.append(f"{int((~scorable).sum())} clips have no expert and cannot be scored")
+    fused, fusion_used, fnotes = fuse_phrasings(sims, fusion, rm.run_dir, split, queries)
+    notes += fnotes
+    from retrieval.trec import top_k
+
+    top_cols, top_scores = top_k(fused[None, :], min(k, fused.size))
+    top_cols, top_scores = top_cols[0], top_scores[0]
+    results = []
+    for rank, (c, s) in enumerate(zip(top_cols.tolist(), top_scores.tolist()), start=1):
+        clip = int(cols[c])
+        results.append({"rank": rank, "clip_id": index.clip_ids[clip], "score": float(s),
+                        "phrasing_scores": [float(x) for x in sims[:, c]],
+                        "captions": index.captions[clip] if index.captions is not None else []})
+    dropped = [d for d in enc.dropped if d]
+    if dropped:
+        notes.append("words without a vector, dropped: " + ", ".join(sorted({w for d in enc.dropped for w in d})))
+    return {"run": str(rm.run_dir), "split": split, "queries": list(queries), "fusion": fusion_used,
+            "backend": used, "k": k, "n_clips": len(index), "text_features": encoder.source,
+            "index": index_info, "results": results, "notes": notes,
+            "timings_s": {"load_and_index": round(t_index - t0, 4), "text_encoding": round(t_text - t_index, 4),
+                          "scoring": round(t_score - t_text, 4), "total": round(time.perf_counter() - t0, 4)}}
+
+
+def fuse_phrasings(sims: np.ndarray, fusion: str, run_dir: Path, split: str, queries: Sequence[str]):
+    """``(P, N)`` phrasing scores -> ``(N,)`` fused scores, the method used and notes."""
+    from fusion import methods
+
+    p = sims.shape[0]
+    if p == 1:
+        return sims[0].astype(np.float64), "none (one phrasing)", []
+    if fusion == "combsum":
+        return methods.combsum(sims, p)[0], "combsum", []
+    if fusion == "rrf":
+        return methods.rrf(sims, p, k=60)[0], "rrf", []
+    from qpp.phrasings import phrasing_weights
+
+    w, note = phrasing_weights(run_dir, sims, list(queries))
+    return methods.weighted_combsum(sims, p, w)[0], "qpp", [note]
+
+
+def text_report(result: dict) -> str:
+    q = result["queries"]
+    head = (f"{len(q)} phrasing{'s' if len(q) > 1 else ''}, fusion {result['fusion']}; run {result['run']}, "
+            f"split {result['split']}, {result['n_clips']} clips, {result['backend']}, "
+            f"{result['timings_s']['total']:.2f}s")
+    lines = [head]
+    for r in result["results"]:
+        lines.append(f"{r['rank']:>3}  {r['score']:8.4f}  {r['clip_id']}")
+        lines += [f"       - {c}" for c in r["captions"]]
+    lines += [f"note: {n}" for n in result["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def trec_lines(result: dict, qid: str) -> str:
+    from retrieval.trec import encode_id
+
+    tag = encode_id(f"search-{result['fusion'].split()[0]}")
+    q = encode_id(qid)
+    return "".join(f"{q} Q0 {encode_id(r['clip_id'])} {r['rank']} {r['score']:.9g} {tag}\n" for r in result["results"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the saved index of a run's split
+# ----------------------------------------------------------------------------------------------------------------
+def _stamp(path: Path) -> list[int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+def run_split_fingerprint(rm, split: str) -> dict:
+    """What a run's split index depends on: the checkpoint and the data files (size + mtime)."""
+    from data.clotho import EXPERT_PATHS, RAW_CAPTIONS_PATH, root_feat_dir
+
+    root = root_feat_dir(rm.config)
+    files = [f"{split}_list.txt", RAW_CAPTIONS_PATH] + [EXPERT_PATHS[m] for m in sorted(rm.model.modalities)]
+    return {"model": {"checkpoint": _stamp(rm.run_dir / "trained_model.pth"), "config_hash": rm.config_hash},
+            "source": {"kind": "split", "split": split, "root_feat": str(root.resolve()),
+                       "files": {f: _stamp(root / f) for f in files}}}
+
+
+def open_run_index(rm, split: str, *, rebuild: bool = False, log=print):
+    """Load the run's saved index of ``split``; build (or rebuild, when stale) it first. -> (AudioIndex, info)."""
+    from retrieval.index import IndexStore
+
+    store = IndexStore(rm.run_dir / "index" / f"split-{split}")
+    fp = run_split_fingerprint(rm, split)
+    status = store.status(fp)
+    if status == "current" and not rebuild:
+        t0 = time.perf_counter()
+        index = store.load()
+        return index, {"folder": str(store.folder), "status": "loaded", "seconds": round(time.perf_counter() - t0, 4)}
+    if status.startswith("stale"):
+        log(f"{store.folder}: index is stale ({status[7:]}); rebuilding")
+    index, seconds = build_run_index(rm, split)
+    store.create(index, fp, info={"run": str(rm.run_dir), "split": split, "build_s": round(seconds, 3)})
+    log(f"{store.folder}: index of {len(index)} clips built in {seconds:.1f}s")
+    return index, {"folder": str(store.folder), "status": "built", "seconds": round(seconds, 4)}
+
+
+def build_run_index(rm, split: str):
+    from data.clotho import load_clotho
+    from model.query import encode_audio, layout_of
+    from retrieval.index import AudioIndex, Layout
+
+    t0 = time.perf_counter()
+    data = load_clotho(rm.config, [split])[split]
+    emb, avail = encode_audio(rm.model, data.experts, data.ind, progress=True)
+    experts, dims, renorm = layout_of(rm.model)
+    index = AudioIndex(Layout(tuple(experts), tuple(dims), renorm), data.clip_ids, emb, avail, data.captions)
+    return index, time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
