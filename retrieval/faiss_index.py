@@ -34,26 +34,44 @@ def default_nlist(n: int) -> int:
     return max(1, min(int(round(math.sqrt(n))), n // 39 or 1))
 
 
-def build_faiss(vectors: np.ndarray, kind: str, *, nlist: int | None = None, hnsw_m: int = 32,
-                ef_construction: int = 64, train_size: int | None = None, seed: int = 0, add_chunk: int = 65536):
-    """A FAISS inner-product index over ``(n, d)`` float32 ``vectors`` (added in chunks: bounded extra memory)."""
+def empty_faiss(kind: str, d: int, *, train: np.ndarray | None = None, nlist: int | None = None, hnsw_m: int = 32,
+                ef_construction: int = 64, seed: int = 0, niter: int = 10):
+    """A trained, empty FAISS inner-product index of ``kind``; IVF trains its k-means cells on ``train``."""
     faiss = _faiss()
-    n, d = vectors.shape
     if kind == "flat":
-        index = faiss.IndexFlatIP(d)
-    elif kind == "ivf":
-        nlist = nlist or default_nlist(n)
-        quantizer = faiss.IndexFlatIP(d)
-        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
-        m = min(n, train_size or max(64 * nlist, 10000))
-        sample = np.random.default_rng(seed).choice(n, size=m, replace=False) if m < n else np.arange(n)
+        return faiss.IndexFlatIP(d)
+    if kind == "ivf":
+        if train is None or not len(train):
+            raise ValueError("an IVF index needs training vectors")
+        nlist = nlist or default_nlist(len(train))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
-        index.train(np.ascontiguousarray(vectors[np.sort(sample)], dtype=np.float32))
-    elif kind == "hnsw":
+        index.cp.niter = niter
+        index.cp.min_points_per_centroid = 1  # small collections: no warning, the cells are simply coarse
+        index.train(np.ascontiguousarray(train, dtype=np.float32))
+        return index
+    if kind == "hnsw":
         index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = ef_construction
-    else:
-        raise UserError(f"--backend: unknown FAISS index {kind!r} (choose from {', '.join(KINDS)})")
+        return index
+    raise UserError(f"--backend: unknown FAISS index {kind!r} (choose from {', '.join(KINDS)})")
+
+
+def build_faiss(vectors: np.ndarray, kind: str, *, nlist: int | None = None, train_size: int | None = None,
+                seed: int = 0, add_chunk: int = 65536, **opts):
+    """A FAISS inner-product index over ``(n, d)`` float32 ``vectors`` (added in chunks: bounded extra memory).
+
+    IVF: ``nlist`` cells (default ≈ sqrt(n)), trained on a seeded sample of ``train_size`` vectors (default
+    ``max(64·nlist, 10000)``, at most n).
+    """
+    n, d = vectors.shape
+    train = None
+    if kind == "ivf":
+        nlist = nlist or default_nlist(n)
+        m = min(n, train_size or max(64 * nlist, 10000))
+        rows = np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False)) if m < n else np.arange(n)
+        train = vectors[rows]
+    index = empty_faiss(kind, d, train=train, nlist=nlist, seed=seed, **opts)
     for start in range(0, n, add_chunk):
         index.add(np.ascontiguousarray(vectors[start:start + add_chunk], dtype=np.float32))
     return index
