@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=200,
                    help="FAISS back ends: candidates per phrasing, re-scored exactly and fused (default 200)")
     p.add_argument("--rebuild-index", dest="rebuild", action="store_true", help="rebuild the saved index")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (default: torch's own; 1 is faster for single queries on a busy machine)")
     return p
 
 
@@ -82,6 +84,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.audio:
         raise UserError("--audio: not available in this build: searching audio folders needs the audio experts "
                         "(data/experts, not merged yet); search a run's split with --run RUN")
+    if args.threads < 0:
+        raise UserError(f"--threads: must be >= 0, got {args.threads}")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if bool(args.run) == bool(args.config):
         raise UserError("give exactly one of --run RUN or --config CFG")
     run_dir = Path(args.run) if args.run else _newest_run(args.config)

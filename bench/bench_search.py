@@ -122,7 +122,7 @@ def main(argv=None):
     ap.add_argument("--nlist", type=int, default=0, help="IVF cells (default ≈ sqrt(n))")
     ap.add_argument("--train-size", type=int, default=0, help="IVF training vectors (default 40 x nlist)")
     ap.add_argument("--nprobe", default="4,8,16,32,64", help="IVF nprobe values to sweep")
-    ap.add_argument("--hnsw-n", type=int, default=100_000, help="clips for the HNSW run (0: skip; its build is "
+    ap.add_argument("--hnsw-n", type=int, default=50_000, help="clips for the HNSW run (0: skip; its build is "
                                                                   "slow on 2 cores, so it runs on a prefix)")
     ap.add_argument("--ef-search", default="16,32,64,128", help="HNSW efSearch values to sweep")
     ap.add_argument("--threads", type=int, default=0, help="FAISS OpenMP threads (default: FAISS's own)")

@@ -7,7 +7,8 @@ sets over the run's test clips, relevance from those events (never from captions
 
 * ``event``: each event type present in >= 1 test clip, queried with each of its 2-4 English phrasings (the
   generator's own, e.g. "a dog barks", "a hound barks"); relevant = clips holding that event;
-* ``pair``: two events that co-occur in >= 3 test clips, "<phrasing A> while <phrasing B>"; relevant = both;
+* ``pair``: two events that co-occur in >= 3 test clips, "<phrasing A> while <phrasing B>" (3 phrasings: different
+  phrasings of A and B); relevant = clips holding both;
 * ``vague``: each category's vague phrasings ("an animal makes noise"); relevant = any event of the category.
 
 Per query set: P@1, P@10 (share of the top 10 holding the queried sounds), AP@10 (normalised by min(10, #relevant))
@@ -65,7 +66,12 @@ def main(argv=None):
     ap.add_argument("--split", default="test")
     ap.add_argument("--out", default=None, help="JSON output (default RUN/search_quality.json)")
     ap.add_argument("--cli-repeats", type=int, default=3, help="timed search.py invocations")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
     args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     rm = load_run_model(args.run)
     meta_path = root_feat_dir(rm.config) / "synthetic-meta.json"
@@ -107,8 +113,9 @@ def main(argv=None):
             pair_counts[(a, b)] = pair_counts.get((a, b), 0) + 1
     for (a, b), cnt in sorted(pair_counts.items()):
         if cnt >= 3:
-            sets["pair"].append((f"{a} + {b}", [f"{a} while {b}", f"{b} while {a}"],
-                                 np.array([a in ev and b in ev for ev in clip_events])))
+            pa, pb = name_to_phr[a], name_to_phr[b]
+            phr = [f"{pa[i % len(pa)]} while {pb[(i + 1) % len(pb)]}" for i in range(3)]
+            sets["pair"].append((f"{a} + {b}", phr, np.array([a in ev and b in ev for ev in clip_events])))
     for cat, phr in VAGUE.items():
         rel = np.array([any(cat_of[e] == cat for e in ev) for ev in clip_events])
         if rel.any():
@@ -148,6 +155,7 @@ def main(argv=None):
     for _ in range(args.cli_repeats):
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "search.py", "--run", str(rm.run_dir), "--json", "a dog barks",
+                        *(["--threads", str(args.threads)] if args.threads else []),
                         "rain falls on a tin roof"], check=True, capture_output=True,
                        cwd=Path(__file__).resolve().parents[1])
         cli.append(time.perf_counter() - t0)
