@@ -33,6 +33,11 @@ EXPERT_PATHS = {
     "vggsound": "aggregated_vggsound/vggsound-raw.hickle",
 }
 EXPERT_DIMS = {"audio": 128, "vggsound": 512}
+# experts that ``python -m data.extract`` writes from raw audio (docs/EXTRACT.md; vggish is "audio" above)
+from data.experts.registry import ARCHIVE_DIMS, ARCHIVE_PATHS  # noqa: E402 - light module, no model loaded
+
+EXPERT_PATHS.update(ARCHIVE_PATHS)
+EXPERT_DIMS.update(ARCHIVE_DIMS)
 TEXT_DIMS = {"w2v": 300, "minilm": 384}
 RAW_CAPTIONS_PATH = "structured-symlinks/raw-captions.pkl"
 

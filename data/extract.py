@@ -1,0 +1,243 @@
+"""``python -m data.extract``: a folder of audio + a CLOTHO caption CSV -> a CLOTHO-format archive train.py reads.
+
+Writes under ``--out`` (a ROOT_FEAT folder, e.g. ``data/real/structured-symlinks``)::
+
+    aggregated_<expert>/<expert>-raw.hickle   clip id -> float32 (T, D) per expert (vggish: aggregated_audio/...)
+    aggregated_yamnet/yamnet-classes.hickle   clip id -> float32 (521,) YAMNet clip class scores (zero-shot search)
+    structured-symlinks/raw-captions.pkl      clip id -> 5 token lists
+    text_embeddings/minilm.pkl                clip id -> 5 float32 (n_tokens, 384) MiniLM token features
+    train_list.txt val_list.txt test_list.txt
+    extract.json                              what was made and how (written last: the archive is complete)
+
+Clip ids are the CSV's ``file_name`` values, paths relative to ``--audio``. See docs/EXTRACT.md.
+"""
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from data.audio import SILENCE_DBFS, list_audio
+from data.audio_features import compute_features, compute_features_parallel
+from data.experts.registry import EXPERTS, expert_info, load_expert
+from utils.errors import UserError, run_cli
+from utils.io import atomic_path, write_json, write_text
+
+CLASSES_PATH = "aggregated_yamnet/yamnet-classes.hickle"
+SPLITS = ("train", "val", "test")
+
+
+def parse_weights(values: list[str], experts: list[str]) -> dict[str, str]:
+    """``--weights PATH`` (for vggish) or ``--weights NAME=PATH`` (repeatable) -> {expert: path}."""
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep:
+            name, path = "vggish", value
+        expert_info(name)
+        if name not in experts:
+            raise UserError(f"--weights {value}: expert '{name}' is not in --experts {','.join(experts)}")
+        out[name] = path
+    return out
+
+
+def parse_ratios(text: str) -> tuple[float, float, float]:
+    try:
+        ratios = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise UserError(f"--split-ratios {text}: expected three numbers train,val,test") from None
+    if len(ratios) != 3 or min(ratios) < 0 or not np.isfinite(ratios).all() or ratios[1] <= 0 or ratios[2] <= 0:
+        raise UserError(f"--split-ratios {text}: expected three ratios train,val,test >= 0 with val and test > 0")
+    total = sum(ratios)
+    return tuple(r / total for r in ratios)  # type: ignore[return-value]
+
+
+def assign_splits(ids: list[str], ratios: tuple[float, float, float], seed: int) -> dict[str, list[str]]:
+    """Seeded random split of ``ids`` by ``ratios``; val and test get >= 1 clip, train the rest (>= 1)."""
+    if len(ids) < 3:
+        raise UserError(f"{len(ids)} clips: need at least 3 (one per split)")
+    order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+    n_val = max(1, int(round(ratios[1] * len(ids))))
+    n_test = max(1, int(round(ratios[2] * len(ids))))
+    n_train = len(ids) - n_val - n_test
+    if n_train < 1:
+        raise UserError(f"--split-ratios: no clip left for train out of {len(ids)}")
+    return {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
+
+
+def read_split_lists(folder: Path, ids: list[str]) -> dict[str, list[str]]:
+    """Split lists given by the user (``--split-lists DIR``): every listed id must be a clip of the CSV."""
+    from data.clotho import read_split_list
+
+    known = set(ids)
+    out = {}
+    for split in SPLITS:
+        path = folder / f"{split}_list.txt"
+        listed = read_split_list(path)
+        unknown = [cid for cid in listed if cid not in known]
+        if unknown:
+            raise UserError(f"{path}: clip '{unknown[0]}' is not in the caption CSV (or was skipped as bad audio)")
+        out[split] = listed
+    return out
+
+
+def match_csv_and_folder(csv_ids: list[str], folder_files: list[str], folder: Path, csv_path: Path,
+                         skip_bad: bool) -> tuple[list[str], list[tuple[str, str]]]:
+    """The clip ids to extract, and the mismatches skipped with --skip-bad (else the first one is an error)."""
+    on_disk = set(folder_files)
+    in_csv = set(csv_ids)
+    problems = [(cid, f"{folder / cid}: named in {csv_path} but not found in the audio folder")
+                for cid in csv_ids if cid not in on_disk]
+    problems += [(rel, f"{folder / rel}: audio file has no row in {csv_path}") for rel in folder_files
+                 if rel not in in_csv]
+    if problems and not skip_bad:
+        raise UserError(problems[0][1] + (f" (and {len(problems) - 1} more mismatches)" if len(problems) > 1 else ""))
+    return [cid for cid in csv_ids if cid in on_disk], problems
+
+
+def write_hickle(path: Path, data: dict) -> None:
+    import hickle
+
+    with atomic_path(path) as tmp:
+        hickle.dump(data, str(tmp), mode="w")
+
+
+def write_pickle(path: Path, data: dict) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            pickle.dump(data, fh, protocol=4)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m data.extract",
+        description="Extract expert features from a folder of audio (wav/flac/ogg/mp3, any rate, mono or stereo) and "
+                    "write a CLOTHO-format archive (expert hickles, raw-captions.pkl, MiniLM text features, split "
+                    "lists) that train.py reads with a config pointing at it (configs/real-audio/). Resumable: "
+                    "features are cached per file, so a killed run continues where it stopped. Bad audio "
+                    "(unreadable, empty, silent, NaN, too short, not matching the CSV) stops with one line naming "
+                    "the file (exit 2) unless --skip-bad. Runs offline.")
+    parser.add_argument("--audio", required=True, help="folder of audio files (searched recursively)")
+    parser.add_argument("--captions", required=True,
+                        help="caption CSV in CLOTHO's release format: file_name,caption_1,...,caption_5; file_name is "
+                             "the path relative to --audio and becomes the clip id")
+    parser.add_argument("--out", required=True, help="archive folder (ROOT_FEAT), e.g. data/real/structured-symlinks")
+    parser.add_argument("--experts", default="yamnet,soundnet",
+                        help=f"comma-separated experts (known: {', '.join(EXPERTS)}); default yamnet,soundnet")
+    parser.add_argument("--weights", action="append", default=[], metavar="[NAME=]PATH",
+                        help="weights file for an expert; a bare PATH is for vggish (a state dict of the public "
+                             "VGGish release in its PyTorch port's layout). Repeatable")
+    parser.add_argument("--split-ratios", default="0.6,0.2,0.2", help="train,val,test fractions (default 0.6,0.2,0.2)")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the random split (default 0)")
+    parser.add_argument("--split-lists", default=None, metavar="DIR",
+                        help="use DIR/{train,val,test}_list.txt instead of a random split")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="leave bad files (and CSV/folder mismatches) out and list them in extract.json instead "
+                             "of stopping")
+    parser.add_argument("--pad-short", action="store_true",
+                        help="zero-pad clips shorter than one patch of an expert to one patch (listed in "
+                             "extract.json) instead of treating them as bad")
+    parser.add_argument("--silence-dbfs", type=float, default=SILENCE_DBFS,
+                        help=f"a clip whose peak is at or below this level is silent, i.e. bad (default {SILENCE_DBFS:g})")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="worker processes, one model thread each (default 2; 1 = in this process)")
+    parser.add_argument("--chunk-files", type=int, default=16, help="files per batched model call (default 16)")
+    parser.add_argument("--cache", default=None,
+                        help="per-file feature cache (default OUT/.extract-cache); kept, so adding audio is cheap")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    run(args)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from data.text_features import read_caption_csv, token_embeddings, tokenize
+
+    folder, out, csv_path = Path(args.audio), Path(args.out), Path(args.captions)
+    names = [n.strip() for n in args.experts.split(",") if n.strip()]
+    if not names or len(set(names)) != len(names):
+        raise UserError(f"--experts {args.experts}: give one or more distinct experts")
+    for name in names:
+        expert_info(name)
+    weights = parse_weights(args.weights, names)
+    if args.workers < 1 or args.chunk_files < 1:
+        raise UserError("--workers and --chunk-files must be >= 1")
+    ratios = parse_ratios(args.split_ratios)
+    captions = read_caption_csv(csv_path)
+    ids, mismatches = match_csv_and_folder(list(captions), list_audio(folder), folder, csv_path, args.skip_bad)
+
+    import torch
+
+    torch.set_num_threads(1)
+    experts = [load_expert(n, weights=weights.get(n), threads=1) for n in names]  # fails early on bad weights
+    cache = Path(args.cache) if args.cache else out / ".extract-cache"
+    options = dict(pad_short=args.pad_short, skip_bad=args.skip_bad, chunk_files=args.chunk_files,
+                   progress=not args.no_progress, silence_dbfs=args.silence_dbfs)
+    t0 = time.perf_counter()
+    workers = min(args.workers, max(1, len(ids) // args.chunk_files))
+    if workers > 1:
+        results, bad, timing = compute_features_parallel(folder, ids, [(n, weights.get(n)) for n in names], cache,
+                                                         workers, **options)
+    else:
+        results, bad, timing = compute_features(folder, ids, experts, cache, **options)
+    wall_audio = time.perf_counter() - t0
+    kept = [r.rel for r in results]
+    splits = read_split_lists(Path(args.split_lists), kept) if args.split_lists else \
+        assign_splits(kept, ratios, args.split_seed)
+
+    t1 = time.perf_counter()
+    tokens = {cid: [tokenize(c) for c in captions[cid]] for cid in kept}
+    flat = [" ".join(t) for cid in kept for t in tokens[cid]]
+    embs = token_embeddings(flat, progress=not args.no_progress)
+    minilm = {cid: embs[5 * i:5 * i + 5] for i, cid in enumerate(kept)}
+    wall_text = time.perf_counter() - t1
+
+    (out / "extract.json").unlink(missing_ok=True)  # the archive is complete again only when it is rewritten
+    for e in experts:
+        write_hickle(out / e.info.archive_path, {r.rel: r.features[e.name] for r in results})
+    if "yamnet" in names:
+        write_hickle(out / CLASSES_PATH, {r.rel: r.class_scores for r in results})
+    write_pickle(out / "structured-symlinks" / "raw-captions.pkl", tokens)
+    write_pickle(out / "text_embeddings" / "minilm.pkl", minilm)
+    for split, members in splits.items():
+        write_text(out / f"{split}_list.txt", "".join(f"{cid}\n" for cid in members))
+    audio_seconds = sum(r.seconds for r in results)
+    report = {
+        "audio": str(folder), "captions": str(csv_path), "clips": len(kept),
+        "splits": {s: len(v) for s, v in splits.items()},
+        "experts": {e.name: {"archive_key": e.info.archive_key, "path": e.info.archive_path, "dim": e.dim,
+                             "fingerprint": e.fingerprint(), "licence": e.info.licence,
+                             "cpu_seconds": round(timing.expert[e.name], 3),
+                             "x_real_time_per_core": _ratio(timing.audio_seconds, timing.expert[e.name])}
+                    for e in experts},
+        "audio_seconds": round(audio_seconds, 3),
+        "extracted_audio_seconds": round(timing.audio_seconds, 3), "cached_files": timing.cached_files,
+        "workers": workers,
+        "wall_seconds": {"audio": round(wall_audio, 3), "text": round(wall_text, 3)},
+        "cpu_seconds": {"audio": round(timing.cpu, 3), "decode": round(timing.decode, 3)},
+        "x_real_time": _ratio(timing.audio_seconds, wall_audio),
+        "x_real_time_per_core": _ratio(timing.audio_seconds, timing.cpu),
+        "padded": {r.rel: r.padded for r in results if r.padded},
+        "skipped": [{"file": rel, "reason": why} for rel, why in mismatches + bad],
+    }
+    write_json(out / "extract.json", report)
+    speed = (f"{report['x_real_time']}x real time, {report['x_real_time_per_core']}x per CPU core"
+             if report["x_real_time"] else "all from cache")
+    print(f"{out}: {len(kept)} clips ({audio_seconds / 60:.1f} min of audio; train/val/test "
+          f"{len(splits['train'])}/{len(splits['val'])}/{len(splits['test'])}), experts {', '.join(names)}: "
+          f"audio {wall_audio:.1f}s ({speed}), text {wall_text:.1f}s; {len(report['padded'])} padded, "
+          f"{len(report['skipped'])} skipped (extract.json)", file=sys.stderr)
+    return report
+
+
+def _ratio(audio_seconds: float, seconds: float) -> float | None:
+    """x real time (audio seconds per second), None when no audio was processed."""
+    return round(audio_seconds / seconds, 1) if audio_seconds and seconds > 0 else None
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

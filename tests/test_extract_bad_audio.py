@@ -1,0 +1,96 @@
+"""Bad audio never becomes a feature: one line naming the file and exit 2, or --skip-bad with a report."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from data.extract import main
+from utils.errors import run_cli
+
+RATE = 22050
+
+
+def _noise(seconds: float, seed: int) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal(int(seconds * RATE))).astype(np.float32)
+
+
+def _make_folder(tmp_path: Path, bad: str) -> tuple[Path, Path, str]:
+    """Three good clips + one bad case; returns (audio folder, CSV, name of the file the error must name)."""
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    names = ["a.wav", "b.flac", "c.ogg"]
+    for i, name in enumerate(names):
+        data = _noise(1.5, i)
+        sf.write(audio / name, np.stack([data, data[::-1]], axis=1) if name == "b.flac" else data, RATE)
+    culprit = "bad.wav"
+    if bad == "unreadable":
+        (audio / culprit).write_bytes(b"RIFF....WAVEfmt definitely not audio")
+    elif bad == "empty":
+        sf.write(audio / culprit, np.zeros(0, dtype=np.float32), RATE)
+    elif bad == "silent":
+        sf.write(audio / culprit, np.zeros(RATE * 2, dtype=np.float32), RATE)
+    elif bad == "short":
+        sf.write(audio / culprit, _noise(0.5, 7), RATE)
+    elif bad == "nan":
+        data = _noise(2.0, 8)
+        data[1000:1010] = np.nan
+        sf.write(audio / culprit, data, RATE, subtype="FLOAT")
+    elif bad == "not-in-csv":
+        sf.write(audio / culprit, _noise(2.0, 9), RATE)
+    elif bad == "missing-file":
+        pass
+    else:
+        raise AssertionError(bad)
+    rows = names + ([] if bad == "not-in-csv" else [culprit])
+    csv_path = tmp_path / "captions.csv"
+    with open(csv_path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["file_name"] + [f"caption_{i}" for i in range(1, 6)])
+        for name in rows:
+            writer.writerow([name] + [f"noise number {k} from {name[0]}" for k in range(5)])
+    return audio, csv_path, culprit
+
+
+CASES = {"unreadable": "cannot be decoded", "empty": "empty", "silent": "silent", "short": "shorter than one",
+         "nan": "NaN", "not-in-csv": "has no row in", "missing-file": "not found in the audio folder"}
+
+
+def _argv(audio: Path, csv_path: Path, out: Path, *extra: str) -> list[str]:
+    return ["--audio", str(audio), "--captions", str(csv_path), "--out", str(out), "--experts", "yamnet",
+            "--workers", "1", "--no-progress", *extra]
+
+
+@pytest.mark.parametrize("bad", list(CASES))
+def test_bad_audio_is_one_line_exit_2(tmp_path, capsys, bad):
+    audio, csv_path, culprit = _make_folder(tmp_path, bad)
+    out = tmp_path / "archive"
+    assert run_cli(main, _argv(audio, csv_path, out)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert culprit in err[0] and CASES[bad] in err[0], err[0]
+    assert not (out / "extract.json").exists()
+    assert not (out / "aggregated_yamnet" / "yamnet-raw.hickle").exists()
+
+
+def test_skip_bad_writes_a_report_and_pad_short_pads(tmp_path, capsys):
+    import hickle
+
+    audio, csv_path, _ = _make_folder(tmp_path, "nan")
+    sf.write(audio / "short.wav", _noise(0.5, 11), RATE)
+    with open(csv_path, "a", newline="") as fh:
+        csv.writer(fh).writerow(["short.wav"] + [f"short noise {k}" for k in range(5)])
+    out = tmp_path / "archive"
+    assert run_cli(main, _argv(audio, csv_path, out, "--skip-bad", "--pad-short")) == 0
+    report = json.loads((out / "extract.json").read_text())
+    assert [s["file"] for s in report["skipped"]] == ["bad.wav"] and "NaN" in report["skipped"][0]["reason"]
+    assert report["padded"] == {"short.wav": ["yamnet"]}
+    feats = hickle.load(str(out / "aggregated_yamnet" / "yamnet-raw.hickle"))
+    assert sorted(feats) == ["a.wav", "b.flac", "c.ogg", "short.wav"]
+    assert feats["short.wav"].shape == (1, 1024) and feats["a.wav"].shape == (2, 1024)
+    lists = [(out / f"{s}_list.txt").read_text().split() for s in ("train", "val", "test")]
+    assert sorted(sum(lists, [])) == sorted(feats) and all(lists)
