@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=200,
                    help="FAISS back ends: candidates per phrasing, re-scored exactly and fused (default 200)")
     p.add_argument("--rebuild-index", dest="rebuild", action="store_true", help="rebuild the saved index")
+    p.add_argument("--vggish-weights", dest="vggish_weights", metavar="PATH",
+                   help="--audio with a run using VGGish: the VGGish checkpoint (see docs/EXTRACT.md)")
+    p.add_argument("--index-dir", dest="index_dir", metavar="DIR",
+                   help="--audio: where feature caches and zero-shot indexes live (default data/saved/audio-index; "
+                        "a run's audio index goes to RUN/index/audio-<folder>)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (default: torch's own; 1 is faster for single queries on a busy machine)")
     return p
@@ -81,21 +86,25 @@ def main(argv: Sequence[str] | None = None) -> dict:
     for i, q in enumerate(args.queries, start=1):
         if not q.strip():
             raise UserError(f"query {i}: empty text")
-    if args.audio:
-        raise UserError("--audio: not available in this build: searching audio folders needs the audio experts "
-                        "(data/experts, not merged yet); search a run's split with --run RUN")
     if args.threads < 0:
         raise UserError(f"--threads: must be >= 0, got {args.threads}")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    if bool(args.run) == bool(args.config):
-        raise UserError("give exactly one of --run RUN or --config CFG")
-    run_dir = Path(args.run) if args.run else _newest_run(args.config)
-    result = search_run(run_dir, args.queries, split=args.split, k=args.k, fusion=args.fusion,
-                        backend=args.backend, faiss_threshold=args.faiss_threshold, nprobe=args.nprobe,
-                        ef_search=args.ef_search, depth=args.depth, word2vec=args.word2vec, rebuild=args.rebuild)
+    opts = dict(k=args.k, fusion=args.fusion, backend=args.backend, faiss_threshold=args.faiss_threshold,
+                nprobe=args.nprobe, ef_search=args.ef_search, depth=args.depth, word2vec=args.word2vec,
+                rebuild=args.rebuild)
+    if args.run and args.config:
+        raise UserError("give one of --run RUN or --config CFG, not both")
+    run_dir = Path(args.run) if args.run else (_newest_run(args.config) if args.config else None)
+    if args.audio:
+        result = search_audio(args.audio, args.queries, run_dir=run_dir, vggish_weights=args.vggish_weights,
+                              index_root=args.index_dir, **opts)
+    elif run_dir is None:
+        raise UserError("give --run RUN, --config CFG or --audio DIR")
+    else:
+        result = search_run(run_dir, args.queries, split=args.split, **opts)
     if args.json:
         print(json.dumps(result, indent=1))
     elif args.trec:
@@ -116,13 +125,12 @@ def _newest_run(config_path: str) -> Path:
 # ----------------------------------------------------------------------------------------------------------------
 # the pipeline
 # ----------------------------------------------------------------------------------------------------------------
-def search_run(run_dir: Path, queries: Sequence[str], *, split: str = "test", k: int = 10, fusion: str = "combsum",
-               backend: str = "auto", faiss_threshold: int = 200_000, nprobe: int = 64, ef_search: int = 128,
-               depth: int = 200, word2vec: str | None = None, rebuild: bool = False, log=None) -> dict:
+def search_run(run_dir: Path, queries: Sequence[str], *, split: str = "test", word2vec: str | None = None,
+               rebuild: bool = False, log=None, **opts) -> dict:
     """Search the split's clips of a run; returns the JSON-able result (see docs/SEARCH.md)."""
     from model.query import QueryEncoder, encode_text, load_run_model
 
-    log = log or (lambda msg: print(msg, file=sys.stderr))
+    log = log or _stderr
     t0 = time.perf_counter()
     rm = load_run_model(run_dir)
     encoder = QueryEncoder(rm.config, word2vec)  # fails early (e.g. w2v run without --word2vec)
@@ -130,6 +138,37 @@ def search_run(run_dir: Path, queries: Sequence[str], *, split: str = "test", k:
     t_index = time.perf_counter()
     enc = encoder.encode(queries)
     text_emb, weights = encode_text(rm.model, enc.text, enc.lens)
+    return answer(index, text_emb, weights, queries, qpp_run=rm.run_dir, dropped=enc.dropped, t0=t0,
+                  t_index=t_index, head={"run": str(rm.run_dir), "split": split, "audio": None},
+                  text_features=encoder.source, index_info=index_info, **opts)
+
+
+def search_audio(folder: str, queries: Sequence[str], *, run_dir: Path | None = None, word2vec: str | None = None,
+                 vggish_weights: str | None = None, index_root: str | None = None, rebuild: bool = False, log=None,
+                 **opts) -> dict:
+    """Search a folder of audio: zero-shot, or with a run whose experts are extracted from the audio."""
+    from model.audio_search import FolderSearch
+    from model.query import load_run_model
+
+    log = log or _stderr
+    t0 = time.perf_counter()
+    rm = load_run_model(run_dir) if run_dir is not None else None
+    if rm is None and opts.get("fusion") == "qpp" and len(queries) > 1:
+        raise UserError("--fusion qpp: needs --run RUN with a complete QPP stage (zero-shot search has none)")
+    fs = FolderSearch(folder, rm, index_root=index_root, vggish_weights=vggish_weights, log=log, rebuild=rebuild)
+    t_index = time.perf_counter()
+    text_emb, weights, source, dropped = fs.query_side(queries, word2vec)
+    notes = [f"{len(fs.skipped)} files skipped as bad audio (first: {fs.skipped[0][1]})"] if fs.skipped else []
+    return answer(fs.index, text_emb, weights, queries, qpp_run=rm.run_dir if rm else None, dropped=dropped,
+                  t0=t0, t_index=t_index, notes=notes, text_features=source, index_info=fs.info,
+                  head={"run": str(rm.run_dir) if rm else None, "split": None, "audio": str(folder)}, **opts)
+
+
+def answer(index, text_emb, weights, queries, *, k: int = 10, fusion: str = "combsum", backend: str = "auto",
+           faiss_threshold: int = 200_000, nprobe: int = 64, ef_search: int = 128, depth: int = 200,
+           qpp_run=None, dropped=(), t0=0.0, t_index=0.0, notes=(), head=None, text_features="",
+           index_info=None) -> dict:
+    """Score the phrasings on the index (numpy or FAISS + exact re-scoring), fuse them, take the top k."""
     t_text = time.perf_counter()
     use_faiss = backend in ("flat", "ivf", "hnsw") or (backend == "auto" and len(index) >= faiss_threshold)
     if use_faiss:
@@ -148,32 +187,34 @@ def search_run(run_dir: Path, queries: Sequence[str], *, split: str = "test", k:
     t_score = time.perf_counter()
     scorable = ~np.isnan(sims).any(axis=0)  # clips without any expert score NaN in the model: never returned
     sims, cols = sims[:, scorable], cols[scorable]
-    notes = []
+    notes = list(notes)
     if not scorable.all():
         notes.append(f"{int((~scorable).sum())} clips have no expert and cannot be scored")
-    fused, fusion_used, fnotes = fuse_phrasings(sims, fusion, rm.run_dir, split, queries)
+    fused, fusion_used, fnotes = fuse_phrasings(sims, fusion, qpp_run, queries)
     notes += fnotes
     from retrieval.trec import top_k
 
     top_cols, top_scores = top_k(fused[None, :], min(k, fused.size))
-    top_cols, top_scores = top_cols[0], top_scores[0]
     results = []
-    for rank, (c, s) in enumerate(zip(top_cols.tolist(), top_scores.tolist()), start=1):
+    for rank, (c, s) in enumerate(zip(top_cols[0].tolist(), top_scores[0].tolist()), start=1):
         clip = int(cols[c])
         results.append({"rank": rank, "clip_id": index.clip_ids[clip], "score": float(s),
                         "phrasing_scores": [float(x) for x in sims[:, c]],
                         "captions": index.captions[clip] if index.captions is not None else []})
-    dropped = [d for d in enc.dropped if d]
-    if dropped:
-        notes.append("words without a vector, dropped: " + ", ".join(sorted({w for d in enc.dropped for w in d})))
-    return {"run": str(rm.run_dir), "split": split, "queries": list(queries), "fusion": fusion_used,
-            "backend": used, "k": k, "n_clips": len(index), "text_features": encoder.source,
+    if any(dropped):
+        notes.append("words without a vector, dropped: " + ", ".join(sorted({w for d in dropped for w in d})))
+    return {**(head or {}), "queries": list(queries), "fusion": fusion_used,
+            "backend": used, "k": k, "n_clips": len(index), "text_features": text_features,
             "index": index_info, "results": results, "notes": notes,
             "timings_s": {"load_and_index": round(t_index - t0, 4), "text_encoding": round(t_text - t_index, 4),
                           "scoring": round(t_score - t_text, 4), "total": round(time.perf_counter() - t0, 4)}}
 
 
-def fuse_phrasings(sims: np.ndarray, fusion: str, run_dir: Path, split: str, queries: Sequence[str]):
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def fuse_phrasings(sims: np.ndarray, fusion: str, run_dir: Path | None, queries: Sequence[str]):
     """``(P, N)`` phrasing scores -> ``(N,)`` fused scores, the method used and notes."""
     from fusion import methods
 
@@ -186,15 +227,21 @@ def fuse_phrasings(sims: np.ndarray, fusion: str, run_dir: Path, split: str, que
         return methods.rrf(sims, p, k=60)[0], "rrf", []
     from qpp.phrasings import phrasing_weights
 
+    if run_dir is None:
+        raise UserError("--fusion qpp: needs --run RUN with a complete QPP stage")
+
     w, note = phrasing_weights(run_dir, sims, list(queries))
     return methods.weighted_combsum(sims, p, w)[0], "qpp", [note]
 
 
 def text_report(result: dict) -> str:
     q = result["queries"]
-    head = (f"{len(q)} phrasing{'s' if len(q) > 1 else ''}, fusion {result['fusion']}; run {result['run']}, "
-            f"split {result['split']}, {result['n_clips']} clips, {result['backend']}, "
-            f"{result['timings_s']['total']:.2f}s")
+    if result.get("audio"):
+        what = f"audio folder {result['audio']} ({'run ' + result['run'] if result['run'] else 'zero-shot'})"
+    else:
+        what = f"run {result['run']}, split {result['split']}"
+    head = (f"{len(q)} phrasing{'s' if len(q) > 1 else ''}, fusion {result['fusion']}; {what}, "
+            f"{result['n_clips']} clips, {result['backend']}, {result['timings_s']['total']:.2f}s")
     lines = [head]
     for r in result["results"]:
         lines.append(f"{r['rank']:>3}  {r['score']:8.4f}  {r['clip_id']}")

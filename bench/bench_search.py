@@ -75,6 +75,40 @@ class Collection:
         return np.hstack([w[:, m:m + 1] * e for m, e in enumerate(emb)]).astype(np.float32)
 
 
+class LikeRun(Collection):
+    """Clips drawn from a Gaussian fitted, per expert, to a trained run's saved index (its real audio embeddings:
+    same mean and covariance spectrum), unit-normalised per expert; queries are the run's real query vectors for
+    its split's captions (the run's text encoder, every expert present)."""
+
+    def __init__(self, run, seed=0):
+        from retrieval.index import IndexStore
+
+        index = IndexStore(Path(run) / "index" / "split-test").load()
+        self.dims, self.seed, self.run, self.index, self.noise = list(index.layout.dims), seed, run, index, None
+        off = index.layout.offsets
+        self.parts = []
+        for m in range(len(self.dims)):
+            x = index.emb[index.avail[:, m], off[m]:off[m + 1]].astype(np.float64)
+            mean = x.mean(axis=0)
+            _, sv, vt = np.linalg.svd(x - mean, full_matrices=False)
+            self.parts.append((mean.astype(np.float32), (sv[:, None] / np.sqrt(len(x) - 1) * vt).astype(np.float32)))
+
+    def _experts(self, rng, n, noise=None):
+        return [_unit(mean + rng.standard_normal((n, basis.shape[0]), dtype=np.float32) @ basis)
+                for mean, basis in self.parts]
+
+    def queries(self, q):
+        from model.query import QueryEncoder, encode_text, load_run_model
+        from retrieval.index import query_vectors
+
+        rm = load_run_model(self.run)
+        caps = [c for caps in self.index.captions for c in caps]
+        pick = np.random.default_rng([self.seed, 2]).choice(len(caps), size=q, replace=False)
+        enc = QueryEncoder(rm.config).encode([caps[i] for i in pick])
+        emb, w = encode_text(rm.model, enc.text, enc.lens)
+        return query_vectors(self.index.layout, emb, w, np.ones(len(self.dims), bool))
+
+
 def _unit(x):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
@@ -116,6 +150,9 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=1_000_000, help="clips in the collection (default 1,000,000)")
     ap.add_argument("--dims", default="768,768", help="embedding size per expert (default CE's 768,768)")
     ap.add_argument("--data", default="clustered", choices=("clustered", "random"))
+    ap.add_argument("--like", metavar="RUN", help="instead of --data: clips from a Gaussian fitted to RUN's saved "
+                                                  "test index (search.py builds it), queries = RUN's real query "
+                                                  "vectors for random test captions")
     ap.add_argument("--clusters", type=int, default=2000, help="latent event centres (clustered data)")
     ap.add_argument("--queries", type=int, default=200, help="queries for recall (default 200)")
     ap.add_argument("--k", type=int, default=10)
@@ -132,9 +169,14 @@ def main(argv=None):
 
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
-    dims = [int(x) for x in args.dims.split(",")]
+    if args.like:
+        col = LikeRun(args.like)
+        dims = col.dims
+        args.data = f"like {args.like}"
+    else:
+        dims = [int(x) for x in args.dims.split(",")]
+        col = Collection(dims, args.clusters, data=args.data)
     d, n, k = sum(dims), args.n, args.k
-    col = Collection(dims, args.clusters, data=args.data)
     queries = col.queries(args.queries)
     res = {"n": n, "d": d, "dims": dims, "data": args.data, "queries": args.queries, "k": k,
            "faiss": faiss.__version__, "omp_threads": faiss.omp_get_max_threads()}

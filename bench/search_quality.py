@@ -154,9 +154,9 @@ def main(argv=None):
     cli = []
     for _ in range(args.cli_repeats):
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "search.py", "--run", str(rm.run_dir), "--json", "a dog barks",
+        subprocess.run([sys.executable, "search.py", "--run", str(rm.run_dir), "--json",
                         *(["--threads", str(args.threads)] if args.threads else []),
-                        "rain falls on a tin roof"], check=True, capture_output=True,
+                        "a dog barks", "rain falls on a tin roof"], check=True, capture_output=True,
                        cwd=Path(__file__).resolve().parents[1])
         cli.append(time.perf_counter() - t0)
     res["cli_seconds_median"] = round(float(np.median(cli)), 2) if cli else None
