@@ -33,8 +33,8 @@ def _json(capsys, argv):
 
 def test_json_schema_text_and_trec_outputs(tiny_run, capsys):
     out = _json(capsys, ["--run", str(tiny_run), "--k", "4", "--json", "a dog barks while rain falls", "birds chirp"])
-    assert set(out) == {"run", "split", "queries", "fusion", "backend", "k", "n_clips", "text_features", "index",
-                        "results", "notes", "timings_s"}
+    assert set(out) == {"run", "split", "audio", "queries", "fusion", "backend", "k", "n_clips", "text_features",
+                        "index", "results", "notes", "timings_s"}
     assert out["fusion"] == "combsum" and out["backend"] == "numpy" and out["n_clips"] == 32 and out["k"] == 4
     assert out["text_features"] == "synthetic word table" and out["split"] == "test"
     res = out["results"]
@@ -154,7 +154,8 @@ def test_saved_index_is_reused_and_rebuilt_when_stale(tiny_run, capsys):
     (["a dog", ""], "query 2: empty text"),
     ([], "QUERY: give at least one text"),
     (["--fusion", "max", "a dog"], "invalid choice"),
-    (["--audio", "somewhere", "a dog"], "--audio: not available"),
+    (["--audio", "/nonexistent/folder", "a dog"], "/nonexistent/folder: audio folder not found"),
+    (["--threads", "-1", "a dog"], "--threads: must be >= 0"),
     ([".,;"], "no words"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tiny_run, capsys, argv, message):
