@@ -81,3 +81,53 @@ def test_audio_with_a_run_whose_experts_cannot_be_extracted_is_exit_2(animals, t
     assert run_cli(search.main, ["--run", str(run), "--audio", str(animals), "a dog"]) == 2
     err = capsys.readouterr().err
     assert "the run's expert 'vggsound' cannot be extracted from audio" in err and err.count("\n") == 1
+
+
+def test_run_plus_audio_extracts_the_runs_experts_and_scores_like_the_model(animals, tmp_path, capsys):
+    """An (untrained) YAMNet + SoundNet CE run searching the animals: the index's scores equal the model's forward."""
+    import torch
+
+    from data.audio_features import compute_features
+    from data.experts.registry import load_expert
+    from model import build_model
+    from model.audio_search import folder_key
+    from model.query import QueryEncoder
+    from utils.config import load_config
+    from utils.io import write_json
+
+    cfg = load_config("configs/real-audio/tiny-yamnet-soundnet.json")
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    write_json(run / "config.json", cfg)
+    torch.save({"state_dict": model.state_dict(), "config_hash": "h"}, run / "trained_model.pth")
+    write_json(run / "metrics.json", {})
+    out = json.loads(_ok(capsys, ["--run", str(run), "--audio", str(animals), "--index-dir", str(tmp_path / "idx"),
+                                  "--json", "--k", "10", "a dog barking"]))
+    assert out["index"]["status"] == "built" and out["n_clips"] == 10 and out["text_features"] == "minilm"
+    assert (run / "index").is_dir() and next((run / "index").iterdir()).name.startswith("audio-animals-")
+
+    rels = sorted(r["clip_id"] for r in out["results"])
+    experts = [load_expert("soundnet"), load_expert("yamnet")]  # the model's (alphabetical) expert order
+    cache = tmp_path / "idx" / folder_key(animals) / "features"  # search.py's cache: same features, no re-extraction
+    feats, _, timing = compute_features(animals, rels, experts, cache, pad_short=True, progress=False)
+    assert timing.cached_files == 10
+    x, ind = {}, {}
+    for e in experts:
+        t = cfg["data_loader"]["args"]["max_tokens"][e.name]
+        buf = np.zeros((len(rels), t, e.dim), np.float32)
+        for i, f in enumerate(feats):
+            buf[i, :min(t, len(f.features[e.name]))] = f.features[e.name][:t]
+        x[e.name], ind[e.name] = torch.from_numpy(buf), torch.ones(len(rels), dtype=torch.bool)
+    q = QueryEncoder(cfg).encode(["a dog barking"])
+    with torch.no_grad():
+        ref = model(x, ind, torch.from_numpy(q.text[:, None]), torch.from_numpy(q.lens[:, None]))[0].numpy()
+    got = {r["clip_id"]: r["score"] for r in out["results"]}
+    np.testing.assert_allclose([got[r] for r in rels], ref, rtol=0, atol=2e-6)
+
+
+def _ok(capsys, argv) -> str:
+    capsys.readouterr()
+    assert run_cli(search.main, argv) == 0
+    return capsys.readouterr().out
