@@ -35,9 +35,9 @@ from data.clotho import root_feat_dir  # noqa: E402
 from data.synthetic import VAGUE, _parse_events  # noqa: E402
 from fusion import methods  # noqa: E402
 from model.query import QueryEncoder, encode_text, load_run_model  # noqa: E402
+from model.run_index import build_run_index, run_split_fingerprint  # noqa: E402
 from retrieval.index import IndexStore  # noqa: E402
 from retrieval.trec import top_k  # noqa: E402
-import search  # noqa: E402
 
 
 def precision_ap(scores: np.ndarray, rel: np.ndarray, k: int = 10) -> dict:
@@ -80,9 +80,9 @@ def main(argv=None):
 
     # ---- index build (fresh) and load
     t0 = time.perf_counter()
-    index, seconds = search.build_run_index(rm, args.split)
+    index, seconds = build_run_index(rm, args.split)
     store = IndexStore(rm.run_dir / "index" / f"split-{args.split}")
-    store.create(index, search.run_split_fingerprint(rm, args.split))
+    store.create(index, run_split_fingerprint(rm, args.split))
     res["index_build_s"] = round(time.perf_counter() - t0, 3)
     res["index_build_encode_s"] = round(seconds, 3)
     t0 = time.perf_counter()

@@ -152,8 +152,8 @@ class FolderSearch:
         """(clip ids, (n, D) index vectors, (n, M) availability) of the usable files among ``rels``."""
         from data.audio_features import compute_features
 
-        results, bad, _ = compute_features(self.folder, rels, self.experts, self.cache_dir, skip_bad=True, pad_short=True,
-                                           progress=len(rels) > 8)
+        results, bad, _ = compute_features(self.folder, rels, self.experts, self.cache_dir, skip_bad=True,
+                                           pad_short=True, progress=len(rels) > 8)
         self.skipped += bad
         for rel, why in bad:
             self.log(f"skipped: {why}")

@@ -25,7 +25,8 @@ def _faiss():
     try:
         import faiss
     except ImportError:
-        raise UserError("faiss: package faiss-cpu not installed (pip install -r requirements/requirements.txt)") from None
+        raise UserError("faiss: package faiss-cpu not installed "
+                        "(pip install -r requirements/requirements.txt)") from None
     return faiss
 
 

@@ -66,10 +66,11 @@ def test_trained_run_index_equals_the_model_similarity_with_missing_experts(tiny
     """The saved sims of the run (trainer.export.compute_sims) and, with experts knocked out, the model itself."""
     from data.clotho import load_clotho
     from model.query import encode_audio, encode_text, load_run_model
+    from model.run_index import open_run_index
     from trainer.export import compute_sims
 
     rm = load_run_model(tiny_run)
-    index, _ = search.open_run_index(rm, "test", log=lambda msg: None)
+    index, _ = open_run_index(rm, "test", log=lambda msg: None)
     split = load_clotho(rm.config, ["test"])["test"]
     n, k = len(split), split.text.shape[1]
     text_emb, w = encode_text(rm.model, split.text.reshape(n * k, *split.text.shape[2:]), split.text_lens.reshape(-1))
