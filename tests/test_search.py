@@ -110,6 +110,18 @@ def test_fusion_of_phrasings(tiny_run):
     assert np.all(np.diff(cs) <= 1e-6)
 
 
+def test_faiss_back_ends_give_the_numpy_ranking(tiny_run):
+    """Candidates from FAISS are re-scored exactly: with every clip a candidate, the fused top-k is identical."""
+    phr = ["a dog barks", "rain falls on a tin roof"]
+    ref = search.search_run(tiny_run, phr, k=8, log=lambda m: None)
+    for backend in ("flat", "ivf"):
+        got = search.search_run(tiny_run, phr, k=8, backend=backend, nprobe=64, depth=32, log=lambda m: None)
+        assert got["backend"] == f"faiss-{backend}"
+        assert [r["clip_id"] for r in got["results"]] == [r["clip_id"] for r in ref["results"]]
+        np.testing.assert_allclose([r["score"] for r in got["results"]], [r["score"] for r in ref["results"]],
+                                   rtol=0, atol=1e-6)
+
+
 def test_qpp_fusion_needs_the_stage_and_uses_its_predictor(tiny_run, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("index", "qpp"))
