@@ -89,7 +89,8 @@ def set_search_params(index, *, nprobe: int | None = None, ef_search: int | None
 class FaissSearcher:
     """Top-k search of an AudioIndex with one FAISS index per availability pattern."""
 
-    def __init__(self, index: AudioIndex, kind: str = "flat", *, nprobe: int = 32, ef_search: int = 128, **build):
+    def __init__(self, index: AudioIndex, kind: str = "flat", *, nprobe: int = 0, ef_search: int = 128, **build):
+        """``nprobe`` 0: a quarter of each IVF index's cells (see docs/SEARCH.md for the recall it buys)."""
         if kind not in KINDS:
             raise UserError(f"--backend: unknown FAISS index {kind!r} (choose from {', '.join(KINDS)})")
         self.index = index
@@ -100,7 +101,8 @@ class FaissSearcher:
             if not pattern.any():
                 continue  # clips with no expert cannot be scored (NaN in the model): never returned
             sub = build_faiss(x[start:stop], kind, **build)
-            set_search_params(sub, nprobe=nprobe, ef_search=ef_search)
+            probe = nprobe or max(1, getattr(sub, "nlist", 4) // 4)
+            set_search_params(sub, nprobe=probe, ef_search=ef_search)
             self.parts.append((pattern, start, stop, sub))
 
     def search(self, text_emb: Sequence[np.ndarray], moe_weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
