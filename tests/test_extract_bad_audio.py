@@ -94,3 +94,29 @@ def test_skip_bad_writes_a_report_and_pad_short_pads(tmp_path, capsys):
     assert feats["short.wav"].shape == (1, 1024) and feats["a.wav"].shape == (2, 1024)
     lists = [(out / f"{s}_list.txt").read_text().split() for s in ("train", "val", "test")]
     assert sorted(sum(lists, [])) == sorted(feats) and all(lists)
+
+
+def test_split_assignment_and_options(tmp_path):
+    from data.extract import assign_splits, parse_ratios, parse_weights, read_split_lists
+    from utils.errors import UserError
+
+    ids = [f"clip{i}.wav" for i in range(20)]
+    splits = assign_splits(ids, parse_ratios("0.6,0.2,0.2"), seed=3)
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [12, 4, 4]
+    assert sorted(sum(splits.values(), [])) == sorted(ids)
+    assert splits == assign_splits(ids, parse_ratios("3,1,1"), seed=3)      # same seed, same split
+    assert splits != assign_splits(ids, parse_ratios("3,1,1"), seed=4)
+    assert [len(v) for v in assign_splits(ids[:3], parse_ratios("0.9,0.05,0.05"), 0).values()] == [1, 1, 1]
+    for bad in ("0.5,0.5", "1,0,1", "a,b,c", "-1,1,1"):
+        with pytest.raises(UserError, match="--split-ratios"):
+            parse_ratios(bad)
+    with pytest.raises(UserError, match="need at least 3"):
+        assign_splits(ids[:2], parse_ratios("1,1,1"), 0)
+    for split, members in (("train", ids[:10]), ("val", ids[10:15]), ("test", ids[15:] + ["ghost.wav"])):
+        (tmp_path / f"{split}_list.txt").write_text("\n".join(members) + "\n")
+    with pytest.raises(UserError, match="test_list.txt: clip 'ghost.wav' is not in the caption CSV"):
+        read_split_lists(tmp_path, ids)
+    assert parse_weights(["w.pth"], ["vggish", "yamnet"]) == {"vggish": "w.pth"}
+    assert parse_weights(["soundnet=s.npy"], ["soundnet"]) == {"soundnet": "s.npy"}
+    with pytest.raises(UserError, match="unknown expert 'panns'"):
+        parse_weights(["panns=p.pth"], ["yamnet"])

@@ -92,7 +92,7 @@ def test_resume_after_sigkill(collection, archive, tmp_path):
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(cache.rglob("*.npz"))) < 4 and proc.poll() is None:
-        time.sleep(0.05)
+        time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done = len(list(cache.rglob("*.npz")))
