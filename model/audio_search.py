@@ -1,0 +1,208 @@
+"""Search a bare folder of audio: zero-shot (YAMNet classes), or with a run whose experts can be extracted.
+
+* **Zero-shot** (no training): a clip's YAMNet clip class scores ``s(a)`` (521,) against a query's distribution over
+  the AudioSet class names ``u(q) = softmax(cos(MiniLM(q), MiniLM(class)) / T)`` (``data.experts.yamnet``):
+  ``S(q, a) = <u(q), s(a)>``, one inner product, so the index is the ``(N, 521)`` class-score matrix.
+* **With a run** (``--run RUN --audio DIR``): the run's experts are extracted from the audio (``data.experts``),
+  truncated / zero-padded to the config's ``max_tokens`` like the loader, encoded by the run's audio side, indexed
+  exactly like a split (``retrieval.index``). Experts without an extractor (the archive's VGGSound) are an error.
+
+Features are cached per file (``data.audio_features``, keyed by the expert's fingerprint and the file's size + mtime);
+the index is saved per folder and model. When files are only added, the new ones are extracted and appended as a
+shard; any other change (a file changed or removed, another model) rebuilds the index from the cached features.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from retrieval.index import AudioIndex, IndexStore, Layout
+from utils.errors import UserError
+
+ZERO_SHOT_TEMPERATURE = 0.05
+DEFAULT_ROOT = Path("data/saved/audio-index")
+
+
+def folder_key(folder: Path) -> str:
+    folder = folder.resolve()
+    return f"{folder.name or 'root'}-{hashlib.sha1(str(folder).encode('utf-8')).hexdigest()[:10]}"
+
+
+def _stamp(path: Path) -> list[int]:
+    st = path.stat()
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+def zero_shot_query_vectors(query_embeddings: np.ndarray, class_embeddings: np.ndarray,
+                            temperature: float = ZERO_SHOT_TEMPERATURE) -> np.ndarray:
+    """``(Q, C)`` float32 ``u(q)``: each query as a distribution over the class names (see the module docstring)."""
+    q = np.asarray(query_embeddings, np.float64)
+    c = np.asarray(class_embeddings, np.float64)
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    c = c / np.linalg.norm(c, axis=1, keepdims=True)
+    logits = (q @ c.T) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    u = np.exp(logits)
+    return (u / u.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+class FolderSearch:
+    """An audio folder's index (built, appended or loaded) and the query side that matches it."""
+
+    def __init__(self, folder: str | Path, run=None, *, index_root: str | Path | None = None,
+                 vggish_weights: str | None = None, log: Callable[[str], None] = print, rebuild: bool = False):
+        from data.audio import list_audio
+
+        self.folder = Path(folder)
+        self.run = run
+        self.log = log
+        self.rels = list_audio(self.folder)
+        if not self.rels:
+            raise UserError(f"{self.folder}: no audio files (wav/flac/ogg/mp3)")
+        root = self.root = Path(index_root) if index_root else DEFAULT_ROOT
+        self.cache_dir = root / folder_key(self.folder) / "features"
+        self.experts, self.keys = self._experts(vggish_weights)
+        where = (run.run_dir / "index" / f"audio-{folder_key(self.folder)}") if run is not None \
+            else root / folder_key(self.folder) / "zero-shot"
+        self.store = IndexStore(where)
+        self.skipped: list[tuple[str, str]] = []
+        self.index, self.info = self._open(rebuild)
+
+    # -------------------------------------------------------------------------------------------- experts
+    def _experts(self, vggish_weights):
+        from data.experts.registry import EXPERTS, load_expert
+
+        if self.run is None:
+            return [load_expert("yamnet")], ["yamnet_classes"]
+        by_key = {info.archive_key: info.name for info in EXPERTS.values()}
+        names = []
+        for key in self.run.model.modalities:
+            if key not in by_key:
+                known = ", ".join(f"{i.name} (expert '{i.archive_key}')" for i in EXPERTS.values())
+                raise UserError(f"--audio: the run's expert '{key}' cannot be extracted from audio (extractable: "
+                                f"{known}); search its data split instead, or train on extracted features")
+            names.append(by_key[key])
+        experts = [load_expert(n, **({"weights": vggish_weights} if n == "vggish" else {})) for n in names]
+        return experts, list(self.run.model.modalities)
+
+    def fingerprint(self, rels) -> dict:
+        fp = {"kind": "audio-folder", "folder": str(self.folder.resolve()),
+              "experts": [e.fingerprint() for e in self.experts],
+              "files": {r: _stamp(self.folder / r) for r in rels}}
+        if self.run is not None:
+            fp["model"] = {"run": str(self.run.run_dir.resolve()), "config_hash": self.run.config_hash,
+                           "checkpoint": _stamp(self.run.run_dir / "trained_model.pth")}
+        else:
+            fp["zero_shot"] = {"temperature": ZERO_SHOT_TEMPERATURE}
+        return fp
+
+    # -------------------------------------------------------------------------------------------- index
+    def _open(self, rebuild: bool):
+        import time
+
+        fp = self.fingerprint(self.rels)
+        status = self.store.status(fp)
+        if status == "current" and not rebuild:
+            return self.store.load(), {"folder": str(self.store.folder), "status": "loaded"}
+        t0 = time.perf_counter()
+        old = self.store.manifest() if status.startswith("stale") and not rebuild else None
+        if old is not None and self._only_added(old["fingerprint"], fp):
+            new = [r for r in self.rels if r not in old["fingerprint"]["files"]]
+            ids, emb, avail = self._embed(new)
+            if ids:
+                self.store.append(ids, emb, avail, None, fp)
+            else:
+                man = self.store.manifest()
+                man["fingerprint"] = fp
+                from utils.io import write_json
+                write_json(self.store.manifest_path, man)
+            self.log(f"{self.store.folder}: {len(new)} new audio files appended")
+            return self.store.load(), {"folder": str(self.store.folder), "status": f"appended {len(ids)}",
+                                       "seconds": round(time.perf_counter() - t0, 3)}
+        if status.startswith("stale"):
+            self.log(f"{self.store.folder}: index is stale ({status[7:]}); rebuilding")
+        ids, emb, avail = self._embed(self.rels)
+        if not ids:
+            raise UserError(f"{self.folder}: no usable audio (all {len(self.rels)} files skipped: "
+                            f"{self.skipped[0][1]})")
+        index = AudioIndex(self._layout(), ids, emb, avail, None)
+        self.store.create(index, fp, info={"folder": str(self.folder), "skipped": self.skipped})
+        self.log(f"{self.store.folder}: index of {len(ids)} clips built in {time.perf_counter() - t0:.1f}s")
+        return index, {"folder": str(self.store.folder), "status": "built",
+                       "seconds": round(time.perf_counter() - t0, 3)}
+
+    @staticmethod
+    def _only_added(old: dict, new: dict) -> bool:
+        if {k: v for k, v in old.items() if k != "files"} != {k: v for k, v in new.items() if k != "files"}:
+            return False
+        return all(new["files"].get(r) == s for r, s in old["files"].items()) and len(new["files"]) > len(old["files"])
+
+    def _layout(self) -> Layout:
+        if self.run is None:
+            from data.experts.yamnet import N_CLASSES
+            return Layout(("yamnet_classes",), (N_CLASSES,), True)
+        from model.query import layout_of
+        experts, dims, renorm = layout_of(self.run.model)
+        return Layout(tuple(experts), tuple(dims), renorm)
+
+    def _embed(self, rels):
+        """(clip ids, (n, D) index vectors, (n, M) availability) of the usable files among ``rels``."""
+        from data.audio_features import compute_features
+
+        results, bad, _ = compute_features(self.folder, rels, self.experts, self.cache_dir, skip_bad=True,
+                                           pad_short=True, progress=len(rels) > 8)
+        self.skipped += bad
+        for rel, why in bad:
+            self.log(f"skipped: {why}")
+        ids = [r.rel for r in results]
+        if not results:
+            return [], np.zeros((0, self._layout().dim), np.float32), np.zeros((0, len(self.keys)), bool)
+        if self.run is None:
+            scores = np.stack([r.class_scores for r in results]).astype(np.float32)
+            return ids, scores, np.ones((len(ids), 1), bool)
+        from model.query import encode_audio
+
+        max_tokens = self.run.config["data_loader"]["args"]["max_tokens"]
+        experts, ind = {}, {}
+        for key, e in zip(self.keys, self.experts):
+            t = int(max_tokens[key])
+            buf = np.zeros((len(results), t, e.dim), np.float32)
+            for i, r in enumerate(results):
+                feat = r.features[e.name][:t]  # the first frames, as the loader keeps them
+                buf[i, :len(feat)] = feat
+            experts[key], ind[key] = buf, np.ones(len(results), bool)
+        emb, avail = encode_audio(self.run.model, experts, ind)
+        return ids, emb, avail
+
+    def _class_embeddings(self) -> np.ndarray:
+        """MiniLM embeddings of the 521 AudioSet class names, cached on disk (keyed by the names)."""
+        from data.experts.yamnet import class_name_embeddings, class_names
+        from utils.io import save_npy
+
+        key = hashlib.sha1("\n".join(class_names()).encode("utf-8")).hexdigest()[:12]
+        path = self.root / f"class-names-minilm-{key}.npy"
+        if path.is_file():
+            emb = np.load(path)
+            if emb.ndim == 2 and len(emb) == len(class_names()):
+                return emb
+        emb = class_name_embeddings()
+        save_npy(path, emb)
+        return emb
+
+    # -------------------------------------------------------------------------------------------- queries
+    def query_side(self, queries, word2vec=None):
+        """(per-expert text embeddings, (P, M) weights, text source, dropped words) for the index's layout."""
+        if self.run is None:
+            from data.text_features import sentence_embeddings
+
+            u = zero_shot_query_vectors(sentence_embeddings(list(queries), progress=False), self._class_embeddings())
+            return [u], np.ones((len(queries), 1), np.float32), "minilm sentence -> AudioSet classes", []
+        from model.query import QueryEncoder, encode_text
+
+        enc = QueryEncoder(self.run.config, word2vec)
+        q = enc.encode(queries)
+        emb, w = encode_text(self.run.model, q.text, q.lens)
+        return emb, w, enc.source, q.dropped
