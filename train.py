@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: $OMP_NUM_THREADS, else all available CPUs); on a CPU shared "
                         "with other busy processes 1 can be much faster")
+    p.add_argument("--precision", default=None, choices=["float32", "bf16"],
+                   help="shorthand for trainer.precision: float32 (today's numbers bit for bit) or bf16 (bfloat16 "
+                        "autocast on CPU/CUDA, float32 master weights; the config default, ~2x faster on CPUs "
+                        "with AVX-512 BF16); see docs/TRAINING.md")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines on stderr "
                                                         "(train.log is still written)")
     return p
@@ -67,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         overrides.append(f"trainer.epochs={args.epochs}")
     if args.mini_train:
         overrides.append("trainer.mini_train=true")
+    if args.precision is not None:
+        overrides.append(f"trainer.precision={args.precision}")
     custom = ",".join(overrides) or None
 
     if args.resume:
@@ -80,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             config["seed"] = saved.get("seed", config["seed"])
         else:
             if custom:
-                raise UserError("--custom_args/--epochs/--mini_train need --config when resuming")
+                raise UserError("--custom_args/--epochs/--mini_train/--precision need --config when resuming")
             config = read_json(run_dir / "config.json")
         out = fit(config, args.config, device, resume=run_dir, quiet=args.quiet, threads=args.threads)
         print(out)

@@ -32,6 +32,7 @@ from trainer.checkpoint import (FINAL_NAME, LAST_NAME, cpu_state_dict, load_chec
                                 save_checkpoint, set_rng_state)
 from trainer.export import TensorSplit, as_tensor_split, compute_sims
 from trainer.optim import build_optimizer, build_scheduler
+from trainer.precision import autocast, check_supported, describe, precision_of, prepare_model, prepare_optimizer
 from utils.config import config_hash
 from utils.errors import UserError
 from utils.io import read_json, write_json
@@ -184,6 +185,7 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
     if epochs < 1:
         raise UserError("config: trainer.epochs must be >= 1")
     chash = config_hash(config)
+    check_supported(precision_of(config), device)
 
     if resume is not None:
         run_dir = Path(resume)
@@ -256,6 +258,9 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
     criterion = MaxMarginRankingLoss(float(loss_cfg.get("margin", 0.2)), bool(loss_cfg.get("fix_norm", True)))
     optimizer = build_optimizer(config, model.parameters())
     scheduler = build_scheduler(config, optimizer)
+    precision = precision_of(config)  # trainer/precision.py: float32 (exact) or bf16 autocast + fast paths
+    prepare_model(model, precision)
+    prepare_optimizer(optimizer, precision)
 
     # Only train + val are held during training; the evaluation-only splits are loaded after it, once the
     # training tensors are gone (peak memory: CLOTHO-size train+val ~1 GB, test ~0.35 GB).
@@ -289,7 +294,8 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
         loss_sum = 0.0
         for idx, caps in bar:
             experts, ind, text, lens = make_batch(train, idx, caps, device)
-            sims = model(experts, ind, text, lens)
+            with autocast(precision, device):
+                sims = model(experts, ind, text, lens)
             loss = criterion(sims)
             loss.backward()
             optimizer.step()
@@ -301,7 +307,8 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
         t_tr = time.perf_counter()
         timings["train_s"] += t_tr - t_ep
 
-        val_sims = compute_sims(model, val, device, caption_indices=[0])
+        with autocast(precision, device):
+            val_sims = compute_sims(model, val, device, caption_indices=[0])
         val_m = t2a_metrics(val_sims, val_gt)
         val_loss = float(criterion(torch.from_numpy(val_sims)))
         lr = optimizer.param_groups[0]["lr"]
@@ -358,7 +365,8 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
     for split in eval_splits:
         t_ev = time.perf_counter()
         ts = data[split]
-        sims = compute_sims(model, ts, device)
+        with autocast(precision, device):
+            sims = compute_sims(model, ts, device)
         K = ts.captions_per_clip
         results[split] = both_directions(sims, clip_major_gt_cols(ts.n, K))
         if split in dump_splits:
@@ -378,6 +386,7 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
         "config_hash": chash,
         "epochs": epochs,
         "device": str(device),
+        "numerics": describe(precision, device),  # what decides the bits: precision, device, threads, kernels
         "val_all_captions": results.get("val"),
         "train_all_captions": results.get("train"),
         "history": history,
