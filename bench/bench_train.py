@@ -2,6 +2,7 @@
 
     python bench/bench_train.py [--precisions float32,bf16] [--epochs 20] [--threads N] [--step-rounds 4]
     python bench/bench_train.py --epochs 3 --step-rounds 2        # quick iteration
+    python bench/bench_train.py --steps-only --device 0           # per-step timings only (no data set needed)
 
 Each precision mode trains in its own child process (so that its peak RSS is its own), one after the other, with
 the same config, seed and thread count. Printed per mode: total wall time (epochs + test evaluation, data loading
@@ -44,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all available)")
     p.add_argument("--custom_args", default=None, help="extra config overrides")
     p.add_argument("--step-rounds", type=int, default=3, help="rounds of back-to-back step timings (0: skip)")
+    p.add_argument("--steps-only", action="store_true", help="only the back-to-back step timings (no full runs)")
     p.add_argument("--keep", action="store_true", help="keep the run folders (default: delete them afterwards)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child: train this precision, print JSON
     return p
@@ -61,8 +63,10 @@ def main(argv=None) -> None:
         sys.exit(f"--precisions: {bad or 'none'}: expected some of {', '.join(PRECISIONS)}")
     print(f"config {args.config}, {args.epochs} epochs + test, device {args.device}, threads "
           f"{args.threads or 'all'}; load average at start {os.getloadavg()[0]:.1f}", flush=True)
-    if args.step_rounds > 0:
+    if args.step_rounds > 0 or args.steps_only:
         _step_bench(modes, args)
+    if args.steps_only:
+        return
     results = {}
     for mode in modes:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--one", mode, "--config", args.config,
@@ -162,7 +166,7 @@ def _step_bench(modes: list[str], args) -> None:
         return time.perf_counter() - t0, _cpu_s() - c0
 
     times: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
-    for _ in range(args.step_rounds):
+    for _ in range(max(1, args.step_rounds)):
         for mode in modes:
             step(mode)  # warm-up after the switch
             times[mode] += [step(mode) for _ in range(3)]
