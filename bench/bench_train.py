@@ -1,4 +1,4 @@
-"""Benchmark full training runs (20 epochs + test) of each precision mode side by side, on the CLOTHO-size synthetic set.
+"""Benchmark full training runs (20 epochs + test) of each precision mode side by side (CLOTHO-size synthetic set).
 
     python bench/bench_train.py [--precisions float32,bf16] [--epochs 20] [--threads N] [--step-rounds 4]
     python bench/bench_train.py --epochs 3 --step-rounds 2        # quick iteration

@@ -140,8 +140,9 @@ class Ranger(torch.optim.RAdam):
         rect = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
         bc2_sqrt = math.sqrt(1 - beta2 ** step)
         states = [self.state[p] for p in params]
+        steps = [s["step"].to(p.device) for p, s in zip(params, states)]  # read only (CUDA wants them there)
         torch._fused_adamw_(params, [p.grad for p in params], [s["exp_avg"] for s in states],
-                            [s["exp_avg_sq"] for s in states], [], [s["step"].to(p.device) for p, s in zip(params, states)],
+                            [s["exp_avg_sq"] for s in states], [], steps,
                             lr=lr * rect, beta1=beta1, beta2=beta2, weight_decay=wd / rect, eps=eps / bc2_sqrt,
                             amsgrad=False, maximize=False)
 
