@@ -86,6 +86,17 @@ class CENet(nn.Module):
                           use_mish, use_bn_reason, num_g_layers, num_h_layers,
                           include_self=self.include_self, sequential=self.ce_sequential_update)
 
+    def set_fast_paths(self, enabled: bool) -> "CENet":
+        """Exact algebraic rewrites that change float rounding only (off by default: float32 keeps its bits).
+
+        Same parameters and state-dict layout either way (trainer/precision.py turns them on for bf16).
+        """
+        self.ce.fast_paths = bool(enabled)
+        for module in self.modules():
+            if isinstance(module, Mish):
+                module.fused = bool(enabled)
+        return self
+
     # ------------------------------------------------------------------ encoders
     def encode_audio(self, experts: Tensors, ind: Tensors) -> dict[str, torch.Tensor]:
         pooled = {}
@@ -112,6 +123,11 @@ class CENet(nn.Module):
     def similarity(self, text_enc, audio_enc: Tensors, ind: Tensors) -> torch.Tensor:
         """Availability-renormalised MoE similarity (docs/TRAINING.md) -> (Q, B)."""
         text_emb, weights = text_enc
+        if torch.is_autocast_enabled(weights.device.type):
+            # reduced-precision modes: the scores themselves stay float32 (bf16 scores would tie in the ranking)
+            with torch.autocast(weights.device.type, enabled=False):
+                return self.similarity(({m: e.float() for m, e in text_emb.items()}, weights.float()),
+                                       {m: e.float() for m, e in audio_enc.items()}, ind)
         mods = self.modalities
         Q = weights.shape[0]
         B = audio_enc[mods[0]].shape[0]
@@ -168,11 +184,49 @@ class _CEHead(nn.Module):
         self.text_GU = nn.ModuleList([GatedEmbeddingUnit(text_dim, out_dims[m]) for m in mods])
         self.include_self = include_self
         self.sequential = sequential
+        self.fast_paths = False  # CENet.set_fast_paths
 
     def embed_text(self, t: torch.Tensor):
-        emb = {m: layer(t) for m, layer in zip(self.modalities, self.text_GU)}
+        if self.fast_paths and len(self.text_GU) > 1:
+            emb = self._embed_text_one_product(t)
+        else:
+            emb = {m: layer(t) for m, layer in zip(self.modalities, self.text_GU)}
         weights = F.softmax(self.moe_fc(t), dim=1)
         return emb, weights
+
+    def _embed_text_one_product(self, t: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The text GEUs' input projections (text_dim -> out_m each) as one product (text_dim -> sum out_m).
+
+        Exact rewrite of ``GatedEmbeddingUnit.forward`` per expert: the same weights, stacked per call.
+        """
+        fcs = [layer.fc for layer in self.text_GU]
+        weight = torch.cat([_compute_dtype(fc.weight) for fc in fcs])
+        bias = torch.cat([_compute_dtype(fc.bias) for fc in fcs])
+        h = F.linear(t, weight, bias).split([fc.out_features for fc in fcs], dim=1)
+        return {m: F.normalize(layer.cg(x), dim=1) for m, layer, x in zip(self.modalities, self.text_GU, h)}
+
+    def _pair_first_layer(self, d: int):
+        """g_reason_1 on ``[x_m; x_j]`` as ``A·x_m + B·x_j + b`` (W = [A | B]), each input projected once.
+
+        Returns ``first(x_m, x_j)``; the projections ``x·[A; B]ᵀ`` are cached per input tensor for this call.
+        """
+        w = _compute_dtype(self.g_reason_1.weight)
+        stacked = torch.cat((w[:, :d], w[:, d:]))  # (2d_out, d_in): rows [A; B]
+        bias = self.g_reason_1.bias
+        cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+        def project(x: torch.Tensor) -> torch.Tensor:
+            hit = cache.get(id(x))
+            if hit is None or hit[0] is not x:
+                hit = (x, F.linear(x, stacked))
+                cache[id(x)] = hit
+            return hit[1]
+
+        def first(x_m: torch.Tensor, x_j: torch.Tensor) -> torch.Tensor:
+            out = self.g_reason_1.out_features
+            return project(x_m)[:, :out] + project(x_j)[:, out:] + bias
+
+        return first
 
     def embed_audio(self, pooled: dict[str, torch.Tensor], ind: Tensors) -> dict[str, torch.Tensor]:
         mods = self.modalities
@@ -187,13 +241,17 @@ class _CEHead(nn.Module):
         reduced = dict(experts)  # un-updated embeddings (clean variant reads these)
         dev = experts[mods[0]].device
         avail = {m: ind[m].to(device=dev, dtype=experts[m].dtype) for m in mods}
+        if self.fast_paths:
+            first = self._pair_first_layer(self.g_reason_1.in_features // 2)
+        else:
+            first = lambda x_m, x_j: self.g_reason_1(torch.cat((x_m, x_j), dim=1))  # noqa: E731
         for curr, layer in zip(mods, self.video_GU):
             src = experts if sequential else reduced
             mask, mask_num = 0, 0
             for mod0, mod1 in pairs:
                 if mod0 != curr:
                     continue
-                g = self.g_reason_shared(self.g_reason_1(torch.cat((src[mod0], src[mod1]), dim=1)))
+                g = self.g_reason_shared(first(src[mod0], src[mod1]))
                 a = avail[mod0] * avail[mod1]
                 mask = mask + g * a[:, None]
                 mask_num = mask_num + a
@@ -203,3 +261,11 @@ class _CEHead(nn.Module):
             # the gated embedding of the earlier ones.
             experts[curr] = layer(src[curr], mask)
         return experts
+
+
+def _compute_dtype(w: torch.Tensor) -> torch.Tensor:
+    """``w`` in the autocast dtype when autocast is on (cast once, before stacking), else ``w`` itself."""
+    kind = w.device.type
+    if torch.is_autocast_enabled(kind):
+        return w.to(torch.get_autocast_dtype(kind))
+    return w

@@ -13,9 +13,19 @@ import torch.nn.functional as F
 
 
 class Mish(nn.Module):
-    """mish(x) = x * tanh(softplus(x))."""
+    """mish(x) = x * tanh(softplus(x)).
+
+    ``fused=True`` (the reduced-precision modes' fast paths) uses torch's one-kernel ``F.mish``: the same
+    function, other float rounding; the default keeps the three-op formula of the original and its bits.
+    """
+
+    def __init__(self, fused: bool = False):
+        super().__init__()
+        self.fused = fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            return F.mish(x)
         return x * torch.tanh(F.softplus(x))
 
 

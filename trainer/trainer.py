@@ -35,6 +35,7 @@ from trainer.export import TensorSplit, as_tensor_split, compute_sims
 from trainer.guards import (check_checkpoint_identity, check_finite_loss, check_finite_sims, discard_on_failure,
                             preflight_splits, resume_threads, write_run_env)
 from trainer.optim import build_optimizer, build_scheduler
+from trainer.precision import autocast, check_supported, describe, precision_of, prepare_model, prepare_optimizer
 from utils.config import config_hash
 from utils.config_rules import check_values
 from utils.errors import UserError
@@ -214,6 +215,7 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
     if epochs < 1:
         raise UserError("config: trainer.epochs must be >= 1")
     chash = config_hash(config)
+    check_supported(precision_of(config), device)
 
     if resume is not None:
         run_dir = Path(resume)
@@ -302,6 +304,9 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
     criterion = MaxMarginRankingLoss(float(loss_cfg.get("margin", 0.2)), bool(loss_cfg.get("fix_norm", True)))
     optimizer = build_optimizer(config, model.parameters())
     scheduler = build_scheduler(config, optimizer)
+    precision = precision_of(config)  # trainer/precision.py: float32 (exact) or bf16 autocast + fast paths
+    prepare_model(model, precision)
+    prepare_optimizer(optimizer, precision)
 
     # Only train + val are held during training; the evaluation-only splits are loaded after it, once the
     # training tensors are gone (peak memory: CLOTHO-size train+val ~1 GB, test ~0.35 GB).
@@ -340,7 +345,8 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
         loss_sum = 0.0
         for idx, caps in bar:
             experts, ind, text, lens = make_batch(train, *ddp.shard(idx, caps), device)
-            sims = ddp.sims(model, experts, ind, text, lens)  # one process: model(experts, ind, text, lens)
+            with autocast(precision, device):
+                sims = ddp.sims(model, experts, ind, text, lens)  # one process: model(experts, ind, text, lens)
             loss = criterion(sims)
             loss.backward()
             ddp.sync_gradients(model)
@@ -356,7 +362,8 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
         t_tr = time.perf_counter()
         timings["train_s"] += t_tr - t_ep
 
-        val_sims = compute_sims(model, val, device, caption_indices=val_caps)
+        with autocast(precision, device):
+            val_sims = compute_sims(model, val, device, caption_indices=val_caps)
         check_finite_sims(val_sims, "val", val.clip_ids, len(val_caps), epoch)
         val_m = t2a_metrics(val_sims, val_gt)
         val_loss = float(criterion(torch.from_numpy(val_sims[::len(val_caps)])))
@@ -422,7 +429,8 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
     for split in eval_splits:
         t_ev = time.perf_counter()
         ts = data[split]
-        sims = compute_sims(model, ts, eval_device)
+        with autocast(precision, eval_device):
+            sims = compute_sims(model, ts, eval_device)
         K = ts.captions_per_clip
         check_finite_sims(sims, split, ts.clip_ids, K)
         results[split] = both_directions(sims, clip_major_gt_cols(ts.n, K))
@@ -449,6 +457,7 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
         "epochs": epochs,
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "numerics": describe(precision, device),  # what decides the bits: precision, device, threads, kernels
         "val_all_captions": results.get("val"),
         "train_all_captions": results.get("train"),
         "history": history,
