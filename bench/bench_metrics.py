@@ -29,7 +29,7 @@ from retrieval.qrels_metrics import qrels_metrics  # noqa: E402
 from retrieval.streaming import embedding_scorer, stream_gt_ranks  # noqa: E402
 
 
-# ----- the original's algorithm (SPEC.md §4.1), re-implemented straightforwardly ---------------------------
+# ----- the original's sort-based algorithm, re-implemented straightforwardly --------------------------------------
 def original_t2a_ranks(sims, gt_cols):
     """t2v_metrics: sort each row's distances, find the GT distance by exact equality, average tied positions."""
     dists = -np.asarray(sims)

@@ -1,6 +1,6 @@
 """Refuse non-finite feature values at load time: one NaN in one clip would otherwise make a model NaN silently.
 
-The archive's only legitimate NaN is the missing-expert marker (a scalar NaN instead of an array, SPEC §1.1); the
+The archive's only legitimate NaN is the missing-expert marker (a scalar NaN instead of an array); the
 loader turns it into ``ind = False`` before these checks run, so any NaN / +inf / -inf found here is a broken file.
 Checks run on whole (N, ...) buffers in chunks (memory-bounded, no Python loop over clips).
 """

@@ -9,7 +9,7 @@ Text features follow the run's ``experts.text_feat``, made the way its training 
   own hash-seeded vector, exactly as the generator would), so no word is unknown either.
 * ``w2v`` on real CLOTHO: the GoogleNews vectors the archive was made with, read from ``--word2vec FILE``. A word
   absent from it (also in Title case) is dropped, as the original's preparation did after its lemma / spelling
-  fallbacks (SPEC §1.1); the dropped words are reported; a query with no known word is an error.
+  fallbacks; the dropped words are reported; a query with no known word is an error.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The audio side of a trained run as a search index: numpy only, no model (docs/SEARCH.md).
 
-CE / MoEE score a caption q against a clip a as (SPEC §2.6, ``model.ce.CENet.similarity``)::
+CE / MoEE score a caption q against a clip a as (``model.ce.CENet.similarity``)::
 
     S(q, a) = Σ_m w̃_m(q, a) · <e_m(q), x_m(a)>,   w̃_m(q, a) = w_m(q) · ind_m(a) / Σ_k w_k(q) · ind_k(a)
 

@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh requirements/requirements.txt
 cfg="${CONFIG:-configs/clotho-synthetic/train-vggish-vggsound.json}"
 py=.venv/bin/python
-$py train.py --config "$cfg" "$@"
+$py train.py --config "$cfg" --precision float32 "$@"   # float32: the README tables bit for bit (bf16 is the faster default)
 $py fusion.py --config "$cfg" --device cpu --eval_from_training_config
 $py qpp.py --config "$cfg" --eval_from_training_config

@@ -33,7 +33,7 @@ def _random_queries(q=7, dims=(16, 24), seed=1):
 
 
 def _reference(index: AudioIndex, emb, w):
-    """The model's formula written out clip by clip (SPEC §2.6)."""
+    """The model's formula written out clip by clip."""
     off = index.layout.offsets
     out = np.empty((w.shape[0], len(index)), np.float64)
     for b in range(len(index)):

@@ -337,6 +337,7 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
         raise UserError(f"config: data_loader.args.num_test_captions: {len(val_caps)} > the val split's "
                         f"{val.captions_per_clip} captions per clip")
     val_gt = clip_major_gt_cols(val.n, len(val_caps))
+    save_period = int(trainer_cfg.get("save_period", 1))
     for epoch in range(start_epoch, epochs + 1):
         t_ep = time.perf_counter()
         model.train()
@@ -387,6 +388,8 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
         if epoch == epochs:
             break  # no "last" checkpoint after the final epoch: it would be deleted right after the evaluation
             # (a kill during the evaluation resumes from the previous epoch, with the same result)
+        if epoch % save_period:
+            continue  # resume checkpoints every trainer.save_period epochs (~370 MB each); a kill redoes the rest
         t_ck = time.perf_counter()
         ddp.save_checkpoint(run_dir / LAST_NAME, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
