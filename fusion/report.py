@@ -68,7 +68,8 @@ def to_markdown(results: dict) -> str:
     sig = results.get("significance", {})
     out += ["", f"Significance: {sig.get('test', '')}.", "", f"**Protocol caveat.** {results.get('protocol', '')}", "",
             f"Parameters: {results.get('params', {})}."]
-    return "\n".join(out) + "\n"
+    from fusion.qrels_eval import to_markdown as multi_relevance_markdown
+    return "\n".join(out) + "\n" + multi_relevance_markdown(results)
 
 
 def write_markdown(path: str | os.PathLike, results: dict) -> None:

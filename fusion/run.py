@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu (numpy, default) or a GPU index N / cuda:N (torch)")
     p.add_argument("--no-plot", dest="plot", action="store_false", help="skip methods.png")
     p.add_argument("--quiet", action="store_true", help="no progress bars and no table on stdout")
+    from fusion.qrels_eval import add_argument
     from fusion.systems_cli import add_arguments
+    add_argument(p)  # --eval-qrels: multi-relevance metrics of the caption-query rows (fusion/qrels_eval.py)
     add_arguments(p)  # --runs: fusion of several systems (fusion/systems.py)
     return p
 
@@ -86,6 +88,8 @@ def main_from_args(args: argparse.Namespace) -> dict:
     from fusion.systems_cli import check_no_systems_flags
     check_no_systems_flags(args)
     sims, manifest, run_dir, in_path = _resolve_input(args)
+    from fusion.qrels_eval import load_eval_qrels
+    eval_qrels = load_eval_qrels(args.eval_qrels, manifest)  # validated before anything is written
     methods = _parse_methods(args.methods)
     get_normalizer(args.norm)
     for flag, value, low in (("--depth", args.depth, 1), ("--rrf_k", args.rrf_k, 0),
@@ -105,7 +109,8 @@ def main_from_args(args: argparse.Namespace) -> dict:
     with output_set(out, writer="fusion.py") as tmp:  # complete-or-refuse: built aside, swapped in (utils/outputs)
         results = run_fusion(sims, manifest, tmp, methods, params, device=args.device, trec_depth=args.trec_depth,
                              resamples=args.resamples, plot=args.plot, progress=not args.quiet,
-                             extra={"input": str(in_path), "legacy_weights": args.legacy_weights})
+                             extra={"input": str(in_path), "legacy_weights": args.legacy_weights},
+                             eval_qrels=eval_qrels and (args.eval_qrels, eval_qrels))
     if not args.quiet:
         print(report.format_table(results))
         print(f"wrote {out}/results.json, results.md, {', '.join(m + '.{npy,json,trec}' for m in methods)}")
@@ -114,8 +119,9 @@ def main_from_args(args: argparse.Namespace) -> dict:
 
 def run_fusion(sims: np.ndarray, manifest: SimsManifest, out_dir: str | os.PathLike, methods: Sequence[str],
                params: dict, *, device: str = "cpu", trec_depth: int = 100, resamples: int = 10_000,
-               plot: bool = True, progress: bool = False, extra: dict | None = None) -> dict:
-    """Fuse with every method, evaluate on the same matrix, write the artefacts; returns results.json's dict."""
+               plot: bool = True, progress: bool = False, extra: dict | None = None, eval_qrels=None) -> dict:
+    """Fuse with every method, evaluate on the same matrix, write the artefacts; returns results.json's dict.
+    ``eval_qrels``: ``(path, Qrels)`` to score the unfused caption queries with multi-relevance metrics too."""
     out_dir = Path(out_dir)
     k = manifest.captions_per_clip
     n = len(manifest.clip_ids)
@@ -149,6 +155,10 @@ def run_fusion(sims: np.ndarray, manifest: SimsManifest, out_dir: str | os.PathL
     results["ci"] = {name: metric_cis(r, min(resamples, 2000)) for name, r in systems.items()}
     results["params"] = {key: v for key, v in params.items() if key != "weights"}
     results["protocol"] = PROTOCOL_NOTE
+    if eval_qrels is not None:
+        from fusion.qrels_eval import block, row_metrics
+        results["multi_relevance"] = block(eval_qrels[0], eval_qrels[1],
+                                           {"baseline_per_caption": row_metrics(sims, eval_qrels[1])})
     results.update(extra or {})
     if plot:
         from fusion.plot import plot_methods

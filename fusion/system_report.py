@@ -80,7 +80,8 @@ def to_markdown(results: dict) -> str:
                        f"{rr['mean_loss_on_losses']:+.4f} | {rr['urisk']:+.4f} | {_trisk(rr)} |")
         out.append("")
     out += [results["notes"], "", f"Command: `{results['command']}`"]
-    return "\n".join(out) + "\n"
+    from fusion.qrels_eval import to_markdown as multi_relevance_markdown
+    return "\n".join(out) + "\n" + multi_relevance_markdown(results)
 
 
 def write_markdown(path: str | os.PathLike, results: dict) -> None:

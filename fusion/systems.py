@@ -125,9 +125,12 @@ def learn_weights(val: Sequence[np.ndarray], gt_cols: np.ndarray, *, norm: str, 
 def run_system_fusion(systems: Sequence[System], out_dir: str | os.PathLike, methods: Sequence[str], *,
                       systems_norm: str = "min-max", captions_method: str = "combsum", params: dict | None = None,
                       search: str = "auto", step: float = 0.1, metric: str = "mAP10", device: str = "cpu",
-                      resamples: int = 10_000, plot: bool = True, progress: bool = False, command: str = "") -> dict:
+                      resamples: int = 10_000, plot: bool = True, progress: bool = False, command: str = "",
+                      eval_qrels=None) -> dict:
     """Fuse the systems with every method (+ caption fusion on top), evaluate, write weights.json, the primary
-    fused matrix and risk-reward.png; returns the results dict (the caller writes results.json/.md)."""
+    fused matrix and risk-reward.png; returns the results dict (the caller writes results.json/.md).
+    ``eval_qrels``: ``(path, Qrels)`` to score the caption-query rows with multi-relevance metrics too."""
+    from fusion.qrels_eval import block, row_metrics
     from fusion.run import clip_rows
 
     out_dir = Path(out_dir)
@@ -160,13 +163,15 @@ def run_system_fusion(systems: Sequence[System], out_dir: str | os.PathLike, met
             return None
         return gt_ranks_t2a(fuse(captions_method, sims, k, params=params, rows=rows, device=device), diag)
 
-    ranks_a, ranks_b, kind = {}, {}, {}
+    ranks_a, ranks_b, kind, multi = {}, {}, {}, {}
     for nm, sims in zip(names, test):
         # captions of a single system are fused from its --systems-norm rows, like those of a system fusion, so
         # that weights (1, 0, ...) reproduce the single system exactly in both parts
         normalised = None if captions_method == "none" else fuse_systems("combsum", [sims], norm=systems_norm,
                                                                          device=device)
         ranks_a[nm], ranks_b[nm], kind[nm] = gt_ranks_t2a(sims, gt), caption_fused_ranks(normalised), "single system"
+        if eval_qrels is not None:
+            multi[nm] = row_metrics(sims, eval_qrels[1])
         del normalised
     primary = LEARNED if LEARNED in methods else methods[0]
     for method in tqdm(methods, desc="system fusion", disable=not progress):
@@ -174,6 +179,8 @@ def run_system_fusion(systems: Sequence[System], out_dir: str | os.PathLike, met
                              params=params, device=device)
         label = f"fusion: {method}"
         ranks_a[label], ranks_b[label], kind[label] = gt_ranks_t2a(fused, gt), caption_fused_ranks(fused), "system fusion"
+        if eval_qrels is not None:
+            multi[label] = row_metrics(fused, eval_qrels[1])
         if method == primary:
             from retrieval.sims_io import SimsManifest
             source = {"system_fusion": method, "systems": names, "weights": weight_info and weight_info["weights"],
@@ -200,6 +207,8 @@ def run_system_fusion(systems: Sequence[System], out_dir: str | os.PathLike, met
                   "clip's K captions). CIs: 95% percentile bootstrap over queries."),
         "command": command,
     }
+    if eval_qrels is not None:
+        results["multi_relevance"] = block(eval_qrels[0], eval_qrels[1], multi)
     if weight_info:
         write_json(out_dir / "weights.json", weight_info)
     if plot:

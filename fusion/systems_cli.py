@@ -88,6 +88,8 @@ def main_from_args(args: argparse.Namespace) -> dict:
     names = [n.strip() for n in args.names.split(",")] if args.names else None
     systems = load_systems(args.runs, args.split, val_runs=args.val_runs, qrels=args.qrels, val_qrels=args.val_qrels,
                            names=names)
+    from fusion.qrels_eval import load_eval_qrels
+    eval_qrels = load_eval_qrels(args.eval_qrels, systems[0].test.manifest)  # validated before anything is written
     if systems[0].val is None and LEARNED in methods:
         if args.systems_methods != "all":
             raise UserError(f"--systems-methods {LEARNED} learns weights on val: the systems have no val run "
@@ -101,7 +103,7 @@ def main_from_args(args: argparse.Namespace) -> dict:
         systems, out, methods, systems_norm=args.systems_norm, captions_method=args.captions_method,
         params={"norm": args.norm, "depth": args.depth, "k": args.rrf_k}, search=args.weights_search,
         step=args.weights_step, metric=args.optimize_metric, device=args.device, resamples=args.resamples,
-        plot=args.plot, progress=not args.quiet,
+        plot=args.plot, progress=not args.quiet, eval_qrels=eval_qrels and (args.eval_qrels, eval_qrels),
         command=" ".join(["python fusion.py"] + [shlex.quote(a) for a in getattr(args, "argv", None) or ["--runs", *args.runs]]))
     write_markdown(out / "results.md", results)
     write_json(out / "results.json", results)  # last: its presence means the folder is complete
