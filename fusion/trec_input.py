@@ -20,36 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from retrieval.sims_io import SimsManifest
-from retrieval.trec import decode_id, read_trec_run
+from retrieval.trec import read_trec_qrels, read_trec_run
 from utils.errors import UserError
-
-
-def read_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
-    """``{qid: {docno: rel}}`` of a TREC qrels file, in file order; malformed lines are errors naming the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: qrels file not found")
-    qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 4:
-                raise UserError(f"{path}:{number}: expected 'qid iter docno rel', got {len(parts)} fields")
-            try:
-                rel = int(parts[3])
-            except ValueError:
-                raise UserError(f"{path}:{number}: relevance {parts[3]!r} is not an integer") from None
-            qrels.setdefault(decode_id(parts[0]), {})[decode_id(parts[2])] = rel
-    if not qrels:
-        raise UserError(f"{path}: no qrels lines")
-    return qrels
 
 
 def manifest_from_qrels(path: str | os.PathLike, split: str) -> SimsManifest:
     """The manifest of a TREC qrels file (see the module docstring for the rules)."""
-    qrels = read_qrels(path)
+    qrels = read_trec_qrels(path)  # the one TREC qrels reader (bad lines: one error naming file and line)
     clip_of: dict[str, str] = {}
     for qid, docs in qrels.items():
         relevant = [d for d, rel in docs.items() if rel > 0]
