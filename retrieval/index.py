@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from utils.config import first_difference
 from utils.errors import UserError
 from utils.io import read_json, save_npy, write_json
 
@@ -202,7 +203,8 @@ class IndexStore:
         old = man.get("fingerprint", {})
         if old == _jsonable(fingerprint):
             return "current"
-        return "stale: " + _first_difference(old, _jsonable(fingerprint))
+        key = first_difference(old, _jsonable(fingerprint))[0]
+        return f"stale: {key or 'fingerprint'} changed"
 
     def create(self, index: AudioIndex, fingerprint: dict, info: dict | None = None) -> None:
         """Write ``index`` as the folder's only shard, replacing whatever was there, atomically."""
@@ -307,9 +309,3 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
-    return f"{prefix.rstrip('.') or 'fingerprint'} changed"

@@ -36,7 +36,7 @@ from trainer.guards import (check_checkpoint_identity, check_finite_loss, check_
                             preflight_splits, resume_threads, write_run_env)
 from trainer.optim import build_optimizer, build_scheduler
 from trainer.precision import autocast, check_supported, describe, precision_of, prepare_model, prepare_optimizer
-from utils.config import config_hash
+from utils.config import config_hash, first_difference
 from utils.config_rules import check_values
 from utils.errors import UserError
 from utils.io import read_json, sweep_stale_temps, write_json
@@ -279,16 +279,9 @@ def _check_resumable(run_dir: Path, config: dict, chash: str) -> None:
         raise UserError(f"--resume {run_dir}: no {LAST_NAME} (killed before the first epoch ended?); start a new run")
     saved = read_json(run_dir / "config.json")
     if config_hash(saved) != chash:
-        diff = _first_difference(saved, config)
-        raise UserError(f"--resume {run_dir}: config differs from the run's config.json ({diff})")
-
-
-def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                return _first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
-    return f"{prefix.rstrip('.')}: run has {a!r}, now {b!r}"
+        key, was, now = first_difference(saved, config)
+        raise UserError(f"--resume {run_dir}: config differs from the run's config.json ({key}: run has {was!r}, "
+                        f"now {now!r})")
 
 
 def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop_after_epochs, model, data,

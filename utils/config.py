@@ -91,6 +91,16 @@ def merge(parent: dict, child: dict) -> dict:
     return parent
 
 
+def first_difference(a: Any, b: Any, prefix: str = "") -> tuple[str, Any, Any]:
+    """The dotted key path of the first place (keys sorted) where nested dicts ``a`` and ``b`` differ, with both
+    values there (``("", a, b)`` when they differ at the top)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return first_difference(a.get(key), b.get(key), f"{prefix}{key}.")
+    return prefix.rstrip("."), a, b
+
+
 def config_hash(config: dict) -> str:
     """Short sha1 (12 hex digits) of the canonical JSON of ``config`` (sorted keys, no spaces)."""
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
