@@ -30,7 +30,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from data.finite import check_expert_rows, check_tail, check_text_rows
-from data.hickle_io import read_hickle_dict
+from data.hickle_io import iter_hickle_dict, read_hickle_dict
 from data.textfile import read_utf8
 from utils.errors import UserError
 
@@ -155,11 +155,25 @@ def load_clotho(config: dict, splits: Sequence[str]) -> dict[str, SplitData]:
         check_text_rows(text_path, split, data.clip_ids, data.text)
     del text
 
-    # experts
+    # experts: streamed clip by clip into the padded arrays (the file's values never sit in memory all at once)
+    where = {cid: (split, i) for split, data in out.items() for i, cid in enumerate(data.clip_ids)}
     for expert in experts:
         path = root / EXPERT_PATHS[expert]
-        values = read_hickle_subset(path, wanted)
-        absent = {s: [cid for cid in ids if cid not in values] for s, ids in lists.items()}
+        present: set[str] = set()
+        for cid, value in iter_hickle_dict(path, wanted):
+            present.add(cid)
+            split, i = where[cid]
+            data = out[split]
+            if _is_nan_scalar(value):
+                data.experts[expert][i] = np.nan
+                continue  # ind stays False: the clip lacks this expert
+            _copy_truncated(data.experts[expert][i], value, f"{path}: clip '{cid}'", f"expert '{expert}'",
+                            "no frames (T = 0); store NaN for a missing clip")
+            data.ind[expert][i] = True
+        if wanted and not present:
+            raise UserError(f"{path}: holds none of the {len(wanted)} clips of the split lists (first wanted: "
+                            f"{_first(wanted)}); wrong file, or clip ids that differ from the lists")
+        absent = {s: [cid for cid in ids if cid not in present] for s, ids in lists.items()}
         for split, miss in absent.items():
             if miss and not allow_missing:
                 raise UserError(
@@ -169,19 +183,12 @@ def load_clotho(config: dict, splits: Sequence[str]) -> dict[str, SplitData]:
             if miss:  # allowed, but never silent
                 print(f"{path}: {len(miss)} clips of {split}_list.txt absent, treated as missing this expert "
                       f"(allow_missing_experts; first: {_first(miss)})", file=sys.stderr, flush=True)
+                buf = out[split].experts[expert]
+                for cid in miss:
+                    buf[where[cid][1]] = np.nan
         for split, data in out.items():
-            buf, ind = data.experts[expert], data.ind[expert]
-            for i, cid in enumerate(data.clip_ids):
-                value = values.get(cid)
-                if value is None or _is_nan_scalar(value):
-                    buf[i] = np.nan
-                    ind[i] = False
-                    continue
-                _copy_truncated(buf[i], value, f"{path}: clip '{cid}'", f"expert '{expert}'",
-                                "no frames (T = 0); store NaN for a missing clip")
-                ind[i] = True
-            check_expert_rows(path, split, data.clip_ids, buf, ind, f"expert '{expert}' features")
-        del values
+            check_expert_rows(path, split, data.clip_ids, data.experts[expert], data.ind[expert],
+                              f"expert '{expert}' features")
     return out
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import ast
 import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -42,6 +42,15 @@ def read_hickle_dict(path: Path, ids: Iterable[str]) -> dict[str, Any]:
     Arrays come back with their stored dtype and bits; scalars as Python floats. Raises a one-line UserError naming
     the file when it is missing, not HDF5, truncated / corrupt, not a dict, or holds a value of another kind.
     """
+    return dict(iter_hickle_dict(path, ids))
+
+
+def iter_hickle_dict(path: Path, ids: Iterable[str]) -> Iterator[tuple[str, Any]]:
+    """``(clip id, value)`` for each of ``ids`` that the file holds, in ``ids`` order, read one clip at a time.
+
+    The streaming form of :func:`read_hickle_dict` (same values, same errors): a loader copies each value where it
+    belongs and drops it, so a CLOTHO-size expert file never sits in memory twice.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: file not found")
@@ -52,24 +61,33 @@ def read_hickle_dict(path: Path, ids: Iterable[str]) -> dict[str, Any]:
         fh = h5py.File(path, "r")
     except OSError as err:
         raise UserError(f"{path}: not a readable HDF5/hickle file (truncated or corrupt? {_one_line(err)})") from None
+    done: set[str] = set()
     try:
         with fh:
             version = _attr_str(fh.attrs.get("HICKLE_VERSION", ""))
             if version.startswith("4."):
-                return _read_v4(fh, path, ids)
-            if version.startswith("5."):
-                return _read_v5(fh, path, ids)
-            raise _Unsupported
+                reader = _read_v4(fh, path, ids)
+            elif version.startswith("5."):
+                reader = _read_v5(fh, path, ids)
+            else:
+                raise _Unsupported
+            for cid, value in reader:
+                done.add(cid)
+                yield cid, value
+        return
     except _Unsupported:
-        return _read_with_hickle(path, ids)
+        pass
     except UserError:
         raise
     except (OSError, KeyError, ValueError, RuntimeError, TypeError) as err:
         raise UserError(f"{path}: cannot be read (truncated or corrupt? {_one_line(err)})") from None
+    for cid, value in _read_with_hickle(path, ids).items():  # a layout the direct reader does not know
+        if cid not in done:
+            yield cid, value
 
 
 # ----------------------------------------------------------------------------------------------------------------
-def _read_v4(fh, path: Path, ids: list[str]) -> dict[str, Any]:
+def _read_v4(fh, path: Path, ids: list[str]) -> Iterator[tuple[str, Any]]:
     import h5py
 
     root = fh.get("data")
@@ -85,7 +103,6 @@ def _read_v4(fh, path: Path, ids: list[str]) -> dict[str, Any]:
         if not isinstance(key, str):
             raise _Unsupported
         names[key] = name
-    out: dict[str, Any] = {}
     for cid in ids:
         name = names.get(cid)
         if name is None:
@@ -94,13 +111,12 @@ def _read_v4(fh, path: Path, ids: list[str]) -> dict[str, Any]:
         if not isinstance(node, h5py.Dataset):
             raise _Unsupported
         if node.dtype.kind in "fiu":  # numbers: an array, or a scalar (the NaN marker); attrs not needed
-            out[cid] = float(node[()]) if node.shape == () else node[()]
+            yield cid, (float(node[()]) if node.shape == () else node[()])
         else:
-            out[cid] = _value(node, _attr_str(node.attrs.get("base_type", "")), path, cid)
-    return out
+            yield cid, _value(node, _attr_str(node.attrs.get("base_type", "")), path, cid)
 
 
-def _read_v5(fh, path: Path, ids: list[str]) -> dict[str, Any]:
+def _read_v5(fh, path: Path, ids: list[str]) -> Iterator[tuple[str, Any]]:
     import h5py
 
     root = fh.get("data")
@@ -112,7 +128,6 @@ def _read_v5(fh, path: Path, ids: list[str]) -> dict[str, Any]:
         raise UserError(f"{path}: expected a hickled dict clip_id -> array, the file holds a {kind}")
     if any(name.startswith("data") and not name.startswith('"') for name in root):
         raise _Unsupported  # key/value sub-groups (keys with "/" or non-str keys)
-    out: dict[str, Any] = {}
     for cid in ids:
         name = f'"{cid}"'
         if "/" in cid or name not in root:
@@ -120,8 +135,7 @@ def _read_v5(fh, path: Path, ids: list[str]) -> dict[str, Any]:
         node = root[name]
         if not isinstance(node, h5py.Dataset) or _attr_str(node.attrs.get("key_base_type", "")) != "str":
             raise _Unsupported
-        out[cid] = _value(node, _v5_type(fh, node, names), path, cid)
-    return out
+        yield cid, _value(node, _v5_type(fh, node, names), path, cid)
 
 
 def _v5_type(fh, node, names: dict) -> str:

@@ -14,7 +14,8 @@ import torch
 import train
 from model.build import build_model, count_parameters
 from trainer.optim import Ranger
-from trainer.precision import autocast, describe, precision_of
+from trainer.export import TensorSplit
+from trainer.precision import autocast, describe, precision_of, prepare_model, store_features
 from trainer.trainer import fit, load_splits
 from utils.errors import UserError, run_cli
 
@@ -118,6 +119,37 @@ def test_fast_paths_are_the_same_function_with_the_same_parameters(tiny_config, 
             assert (p.grad - ref_grads[k]).abs().max() <= 1e-4 * scale, k
     model.set_fast_paths(False)
     assert torch.equal(model(*batch), ref)  # off again: the original arithmetic, bit for bit
+
+
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_bf16_training_copy_of_the_features_changes_no_bit(tiny_config, use_mask):
+    """store_features: bf16 training reads bfloat16 features; sims and gradients equal autocast's own rounding."""
+    cfg = copy.deepcopy(tiny_config)
+    cfg["arch"]["args"]["netvlad_use_mask"] = use_mask
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    prepare_model(model, "bf16")
+    experts, ind, text, lens = _ce_batch()
+    experts["vggsound"][3] = float("nan")  # a missing clip is a NaN row in the archive
+    experts["audio"][5, 20:] = 0.0  # zero padding (the mask mode excludes it)
+    text[2, 0, 15:] = 0.0
+    lens[2, 0] = 15
+
+    def step(e, t):
+        model.zero_grad()
+        with autocast("bf16", torch.device("cpu")):
+            sims = model(e, ind, t, lens)
+        sims.sum().backward()
+        return sims.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    ts = TensorSplit("train", [str(i) for i in range(12)], [], experts, ind, text, lens)
+    low = store_features(ts, "bf16")
+    assert low.text.dtype == torch.bfloat16 and all(t.dtype == torch.bfloat16 for t in low.experts.values())
+    assert store_features(ts, "float32") is ts
+    ref_sims, ref_grads = step(experts, text)
+    sims, grads = step(low.experts, low.text)
+    assert torch.equal(sims, ref_sims)
+    assert grads.keys() == ref_grads.keys() and all(torch.equal(grads[k], ref_grads[k]) for k in grads)
 
 
 def test_bf16_autocast_keeps_float32_scores_close_to_float32(tiny_config):

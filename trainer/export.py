@@ -17,9 +17,9 @@ class TensorSplit:
     split: str
     clip_ids: list[str]
     captions: list[list[str]]
-    experts: dict[str, torch.Tensor]   # (N, T, D) float32
+    experts: dict[str, torch.Tensor]   # (N, T, D) float32 (bfloat16: bf16 training copy)
     ind: dict[str, torch.Tensor]       # (N,) bool
-    text: torch.Tensor                 # (N, C, L, Dt) float32
+    text: torch.Tensor                 # (N, C, L, Dt) float32 (idem)
     text_lens: torch.Tensor            # (N, C) int64
     extra: dict = field(default_factory=dict)
 
@@ -30,6 +30,11 @@ class TensorSplit:
     @property
     def captions_per_clip(self) -> int:
         return int(self.text.shape[1])
+
+    def with_feature_dtype(self, dtype: torch.dtype) -> "TensorSplit":
+        """The same split with expert and text features in ``dtype`` (masks, lengths and ids shared)."""
+        return TensorSplit(self.split, self.clip_ids, self.captions, {m: t.to(dtype) for m, t in self.experts.items()},
+                           dict(self.ind), self.text.to(dtype), self.text_lens, dict(self.extra))
 
     def to(self, device: torch.device) -> "TensorSplit":
         if all(t.device == device for t in self.experts.values()) and self.text.device == device:
