@@ -7,13 +7,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Sequence
 
-# Before torch loads OpenMP: sleeping (not spinning) worker threads. On a CPU shared with other busy processes
-# spinning barriers made a 2-thread training step 2x slower (and a small BatchNorm 500x slower); see TRAINING.md.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Before torch loads OpenMP: worker threads spin briefly, then sleep (utils/openmp_env.py has the measurements).
+from utils.openmp_env import configure_openmp_waiting  # noqa: E402 - must precede every torch import
+
+configure_openmp_waiting()
 
 from utils.cli import ArgumentParser, positive_int
 from utils.errors import UserError, run_cli

@@ -27,10 +27,12 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as train.py: before torch loads OpenMP
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+from utils.openmp_env import configure_openmp_waiting  # noqa: E402 - as train.py: before torch loads OpenMP
+
+configure_openmp_waiting()
 
 ORIGINAL = {"total_s": 162.0, "peak_gib": 3.9}  # the issue author's measurement of the original code (see above)
 TARGET_S, TARGET_GB = 54.0, 2.0
@@ -135,7 +137,7 @@ def _step_bench(modes: list[str], args) -> None:
     from model.build import build_model
     from model.loss import MaxMarginRankingLoss
     from trainer.optim import build_optimizer
-    from trainer.precision import autocast, prepare_model, prepare_optimizer
+    from trainer.precision import AUTOCAST_DTYPES, autocast, prepare_model, prepare_optimizer
     from trainer.trainer import configure_torch, resolve_device
     from utils.config import load_config
 
@@ -154,12 +156,19 @@ def _step_bench(modes: list[str], args) -> None:
     text = torch.randn(B, 1, T["text"], TEXT_DIMS[config["experts"]["text_feat"]], generator=g).to(device)
     lens = torch.full((B, 1), T["text"], device=device)
 
+    # the features as the trainer stores them for each mode (bf16: a bfloat16 copy, trainer/precision.store_features)
+    inputs = {}
+    for mode in modes:
+        dtype = AUTOCAST_DTYPES.get(mode, torch.float32)
+        inputs[mode] = ({m: t.to(dtype) for m, t in experts.items()}, text.to(dtype))
+
     def step(mode: str) -> tuple[float, float]:
         prepare_model(model, mode)
         prepare_optimizer(optimizer, mode)
+        mode_experts, mode_text = inputs[mode]
         c0, t0 = _cpu_s(), time.perf_counter()
         with autocast(mode, device):
-            sims = model(experts, ind, text, lens)
+            sims = model(mode_experts, ind, mode_text, lens)
         criterion(sims).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

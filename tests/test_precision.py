@@ -102,15 +102,20 @@ def test_fast_paths_are_the_same_function_with_the_same_parameters(tiny_config, 
     torch.manual_seed(0)
     model = build_model(cfg)
     keys, n = list(model.state_dict()), count_parameters(model)
+    state = copy.deepcopy(model.state_dict())
     batch = _ce_batch()
     ref = model(*batch)
     ref.sum().backward()
     ref_grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+    ref_buffers = {k: b.clone() for k, b in model.named_buffers()}  # BatchNorm running statistics after one step
     model.zero_grad()
+    model.load_state_dict(state)  # the buffers as before the reference step
     model.set_fast_paths(True)
     assert list(model.state_dict()) == keys and count_parameters(model) == n == 21_864_536
     fast = model(*batch)
     fast.sum().backward()
+    for k, b in model.named_buffers():  # per-pair statistics, updated in pair order (model.ce._batch_norm_per_pair)
+        assert torch.allclose(b.float(), ref_buffers[k].float(), rtol=1e-5, atol=1e-6), k
     assert not torch.equal(fast, ref)  # the rewrites are active (other rounding) ...
     assert torch.allclose(fast, ref, rtol=0, atol=1e-6)  # ... of the same function
     for k, p in model.named_parameters():
@@ -118,7 +123,12 @@ def test_fast_paths_are_the_same_function_with_the_same_parameters(tiny_config, 
         if scale > 1e-4:  # biases in front of a BatchNorm have ~0 gradients: pure rounding noise
             assert (p.grad - ref_grads[k]).abs().max() <= 1e-4 * scale, k
     model.set_fast_paths(False)
+    model.load_state_dict(state)
     assert torch.equal(model(*batch), ref)  # off again: the original arithmetic, bit for bit
+    model.eval()  # running statistics: the grouped BatchNorm in eval mode is the same function too
+    slow_eval = model(*batch)
+    model.set_fast_paths(True)
+    assert torch.allclose(model(*batch), slow_eval, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("use_mask", [False, True])
