@@ -91,7 +91,13 @@ def configure_torch(device: torch.device, threads: int | None = None) -> None:
     preempted cores (a (16, 768) BatchNorm went from 0.04 ms to 70 ms with 2 threads on 2 loaded cores).
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # torch.use_deterministic_algorithms itself, minus its import of torch._inductor (1.5 s per process here) to
+    # set inductor's flag: nothing here compiles
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if setter is not None:
+        setter(True, warn_only=True)
+    else:
+        torch.use_deterministic_algorithms(True, warn_only=True)
     # ...without its debugging aid of filling every new tensor with NaN: nothing here reads uninitialised
     # memory, and the fills cost ~11 % of a bf16 CPU step (every autocast weight cast allocates).
     torch.utils.deterministic.fill_uninitialized_memory = False
