@@ -95,6 +95,8 @@ class CENet(nn.Module):
         for module in self.modules():
             if isinstance(module, Mish):
                 module.fused = bool(enabled)
+            elif isinstance(module, NetVLAD):
+                module.fused_norm = bool(enabled)
         return self
 
     # ------------------------------------------------------------------ encoders

@@ -56,6 +56,7 @@ class NetVLAD(nn.Module):
         self.batch_norm = nn.BatchNorm1d(clusters)
         self.clusters2 = nn.Parameter(init_sc * torch.randn(1, feature_size, cluster_size))
         self.out_dim = cluster_size * feature_size
+        self.fused_norm = False  # CENet.set_fast_paths: the two normalisations as _DoubleNormalize
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         B, N, D = x.shape
@@ -73,9 +74,50 @@ class NetVLAD(nn.Module):
         a_sum = assignment.sum(dim=1, keepdim=True)  # (B, 1, K)
         # (B, D, N) @ (B, N, K) -> (B, D, K): computed directly in D-major layout (no transposes).
         vlad = torch.bmm(x.transpose(1, 2), assignment) - a_sum * self.clusters2
+        if self.fused_norm:
+            return _DoubleNormalize.apply(vlad)
         vlad = F.normalize(vlad, dim=1)  # intra-normalisation: each cluster's D-vector
         vlad = F.normalize(vlad.reshape(B, D * K), dim=1)
         return vlad
+
+
+class _DoubleNormalize(torch.autograd.Function):
+    """``normalize(normalize(v, dim=1).reshape(B, -1), dim=1)`` for ``v`` (B, D, K), as one scaling of ``v``.
+
+    The same function as NetVLAD's two ``F.normalize`` calls (eps 1e-12 each), other rounding. The global norm
+    needs no second pass: ``||u||² = Σ_k (n_k / max(n_k, eps))²`` from the cluster norms ``n_k`` alone, so the
+    forward is one norm and one multiply over ``v``, and the hand-written backward four passes instead of the
+    ten or so of the autograd chain. (With every ``n_k > eps`` the global norm is √K and carries no gradient.)
+    """
+
+    EPS = 1e-12
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor) -> torch.Tensor:
+        B = v.shape[0]
+        n1 = torch.linalg.vector_norm(v, dim=1, keepdim=True)          # (B, 1, K)
+        d1 = n1.clamp_min(_DoubleNormalize.EPS)
+        n2 = torch.linalg.vector_norm(n1 / d1, dim=2, keepdim=True)     # (B, 1, 1): ||u|| from the cluster norms
+        d2 = n2.clamp_min(_DoubleNormalize.EPS)
+        r = (d1 * d2).reciprocal()
+        ctx.save_for_backward(v, n1, d1, n2, d2, r)
+        return (v * r).reshape(B, -1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        v, n1, d1, n2, d2, r = ctx.saved_tensors
+        eps = _DoubleNormalize.EPS
+        g = grad.reshape(v.shape)
+        dot = (g * v).sum(dim=1, keepdim=True)                           # (B, 1, K): Σ_d g·v per cluster
+        kept = n1 > eps                                                  # clusters normalised by their own norm
+        safe_n1 = torch.where(n1 > 0, n1, torch.ones_like(n1))
+        # through d1 = n1 (kept clusters): -dot / (d1² d2) · v / n1
+        coef = torch.where(kept, -dot * r / (d1 * safe_n1), torch.zeros_like(dot))
+        # through d2 = n2 (only clusters below eps make n2 depend on v): dL/dd2 · (q / n2) · v / (n1 eps)
+        dd2 = -(dot * r).sum(dim=2, keepdim=True) / d2                   # (B, 1, 1)
+        q = n1 / d1
+        coef2 = torch.where((~kept) & (n1 > 0) & (n2 > eps), dd2 * q / (n2 * safe_n1 * eps), torch.zeros_like(dot))
+        return torch.addcmul(g * r, v, coef + coef2)
 
 
 class ContextGating(nn.Module):

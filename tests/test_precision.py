@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import train
 from model.build import build_model, count_parameters
@@ -208,3 +209,32 @@ def test_train_cli_rejects_a_bad_precision(capsys):
     assert run_cli(train.main, ["--config", "configs/clotho-synthetic/tiny-ce.json", "--precision", "fp8"]) == 2
     err = capsys.readouterr().err
     assert "--precision" in err and len(err.strip().splitlines()) == 1  # one line (utils.cli), no usage block
+
+
+@pytest.mark.parametrize("case", ["normal", "zero cluster", "clusters below eps", "all-zero clip"])
+def test_fused_double_normalisation_is_netvlads_two_normalize_calls(case):
+    """NetVLAD's fast path (_DoubleNormalize): values and gradients of the two F.normalize calls, also where a
+    cluster's norm is zero or below their eps (the clamp is active) - to float64 rounding."""
+    from model.layers import _DoubleNormalize
+
+    g = torch.Generator().manual_seed(3)
+    v = torch.randn(4, 6, 5, dtype=torch.float64, generator=g)
+    if case == "zero cluster":
+        v[1, :, 2] = 0
+    elif case == "clusters below eps":
+        v[1, :, 2] *= 1e-14
+        v[2, :, 0] *= 1e-13
+    elif case == "all-zero clip":
+        v[0] = 0
+    v.requires_grad_(True)
+    upstream = torch.randn(4, 30, dtype=torch.float64, generator=g)
+
+    def reference(x):
+        return F.normalize(F.normalize(x, dim=1).reshape(x.shape[0], -1), dim=1)
+
+    fused, ref = _DoubleNormalize.apply(v), reference(v)
+    assert torch.allclose(fused, ref, rtol=1e-12, atol=0)
+    (got,) = torch.autograd.grad(fused, v, upstream)
+    (want,) = torch.autograd.grad(ref, v, upstream)
+    scale = want.abs().amax(dim=(1, 2), keepdim=True)  # per clip: a clamped cluster's gradient is ~1e12 larger
+    assert ((got - want).abs() / scale).max() < 1e-12
