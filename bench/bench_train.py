@@ -137,7 +137,8 @@ def _step_bench(modes: list[str], args) -> None:
     from model.build import build_model
     from model.loss import MaxMarginRankingLoss
     from trainer.optim import build_optimizer
-    from trainer.precision import AUTOCAST_DTYPES, autocast, prepare_model, prepare_optimizer
+    from trainer.export import TensorSplit
+    from trainer.precision import autocast, prepare_model, prepare_optimizer, store_features
     from trainer.trainer import configure_torch, resolve_device
     from utils.config import load_config
 
@@ -156,16 +157,14 @@ def _step_bench(modes: list[str], args) -> None:
     text = torch.randn(B, 1, T["text"], TEXT_DIMS[config["experts"]["text_feat"]], generator=g).to(device)
     lens = torch.full((B, 1), T["text"], device=device)
 
-    # the features as the trainer stores them for each mode (bf16: a bfloat16 copy, trainer/precision.store_features)
-    inputs = {}
-    for mode in modes:
-        dtype = AUTOCAST_DTYPES.get(mode, torch.float32)
-        inputs[mode] = ({m: t.to(dtype) for m, t in experts.items()}, text.to(dtype))
+    # the features as the trainer stores them for each mode (bf16: a bfloat16 copy)
+    batch = TensorSplit("bench", [str(i) for i in range(B)], [], experts, ind, text, lens)
+    inputs = {mode: store_features(batch, mode) for mode in modes}
 
     def step(mode: str) -> tuple[float, float]:
         prepare_model(model, mode)
         prepare_optimizer(optimizer, mode)
-        mode_experts, mode_text = inputs[mode]
+        mode_experts, mode_text = inputs[mode].experts, inputs[mode].text
         c0, t0 = _cpu_s(), time.perf_counter()
         with autocast(mode, device):
             sims = model(mode_experts, ind, mode_text, lens)

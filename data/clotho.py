@@ -25,12 +25,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from data.finite import check_expert_rows, check_tail, check_text_rows
-from data.hickle_io import iter_hickle_dict, read_hickle_dict
+from data.hickle_io import iter_hickle_dict
 from data.textfile import read_utf8
 from utils.errors import UserError
 
@@ -160,7 +160,7 @@ def load_clotho(config: dict, splits: Sequence[str]) -> dict[str, SplitData]:
     for expert in experts:
         path = root / EXPERT_PATHS[expert]
         present: set[str] = set()
-        for cid, value in iter_hickle_dict(path, wanted):
+        for cid, value in iter_hickle_subset(path, wanted):
             present.add(cid)
             split, i = where[cid]
             data = out[split]
@@ -170,9 +170,6 @@ def load_clotho(config: dict, splits: Sequence[str]) -> dict[str, SplitData]:
             _copy_truncated(data.experts[expert][i], value, f"{path}: clip '{cid}'", f"expert '{expert}'",
                             "no frames (T = 0); store NaN for a missing clip")
             data.ind[expert][i] = True
-        if wanted and not present:
-            raise UserError(f"{path}: holds none of the {len(wanted)} clips of the split lists (first wanted: "
-                            f"{_first(wanted)}); wrong file, or clip ids that differ from the lists")
         absent = {s: [cid for cid in ids if cid not in present] for s, ids in lists.items()}
         for split, miss in absent.items():
             if miss and not allow_missing:
@@ -220,16 +217,23 @@ def read_pickle(path: Path) -> dict:
 
 
 def read_hickle_subset(path: Path, ids: Iterable[str]) -> dict[str, Any]:
-    """Values of ``ids`` in a hickle dict file (hickle 4 or 5; absent ids are left out; see data/hickle_io.py).
+    """Values of ``ids`` in a hickle dict file (hickle 4 or 5; absent ids are left out; see data/hickle_io.py)."""
+    return dict(iter_hickle_subset(path, ids))
+
+
+def iter_hickle_subset(path: Path, ids: Iterable[str]) -> Iterator[tuple[str, Any]]:
+    """``(clip id, value)`` of the ``ids`` the file holds, one clip at a time (data/hickle_io.iter_hickle_dict).
 
     Never silently empty: a file that holds none of the wanted clips is an error naming the file.
     """
     ids = list(ids)
-    values = read_hickle_dict(path, ids)
-    if ids and not values:
+    found = False
+    for item in iter_hickle_dict(path, ids):
+        found = True
+        yield item
+    if ids and not found:
         raise UserError(f"{path}: holds none of the {len(ids)} clips of the split lists (first wanted: "
                         f"{_first(ids)}); wrong file, or clip ids that differ from the lists")
-    return values
 
 
 # ----------------------------------------------------------------------------------------------------------------

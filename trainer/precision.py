@@ -65,9 +65,7 @@ def store_features(split, precision: str):
     Test evaluation keeps float32 features (compute_sims runs it without autocast).
     """
     dtype = AUTOCAST_DTYPES.get(precision)
-    if dtype is None or not hasattr(split, "with_feature_dtype"):
-        return split
-    return split.with_feature_dtype(dtype)
+    return split if dtype is None else split.with_feature_dtype(dtype)
 
 
 @contextlib.contextmanager
