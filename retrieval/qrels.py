@@ -125,30 +125,40 @@ class Qrels:
         row is an error with ``unknown_queries="error"`` and skipped with ``"ignore"`` (a qrels file that
         covers several splits). Rows the judgements do not mention get no relevant clip.
         """
+        qids, docs, grades = [], [], []
+        for qid, judged in judgements.items():
+            items = judged.items() if isinstance(judged, Mapping) else ((d, 1) for d in judged)
+            for doc, grade in items:
+                qids.append(qid)
+                docs.append(doc)
+                grades.append(float(grade))
+        return cls.from_id_lists(qids, docs, grades, query_ids, doc_ids, where, unknown_queries)
+
+    @classmethod
+    def from_id_lists(cls, qids: Sequence[str], docs: Sequence[str], grades: Sequence[float],
+                      query_ids: Sequence[str], doc_ids: Sequence[str], where: str = "qrels",
+                      unknown_queries: str = "error") -> "Qrels":
+        """Align parallel judgement lists ``(qid, docno, grade)`` to rows / columns (rules of :meth:`from_mapping`;
+        each (qid, docno) at most once). One dictionary lookup per judgement, no Python loop per query."""
         if unknown_queries not in ("error", "ignore"):
             raise ValueError(f"unknown_queries must be 'error' or 'ignore', got {unknown_queries!r}")
         row_of = {q: i for i, q in enumerate(query_ids)}
         col_of = {d: j for j, d in enumerate(doc_ids)}
         if len(row_of) != len(query_ids):
             raise UserError(f"{where}: the query ids to align to contain duplicates")
-        rows, cols, gains = [], [], []
-        for qid, docs in judgements.items():
-            row = row_of.get(qid)
-            if row is None:
-                if unknown_queries == "error":
-                    raise UserError(f"{where}: query {qid!r} is not a row of the matrix being evaluated")
-                continue
-            items = docs.items() if isinstance(docs, Mapping) else ((d, 1) for d in docs)
-            for doc, grade in items:
-                col = col_of.get(doc)
-                if col is None:
-                    raise UserError(f"{where}: query {qid!r} judges clip {doc!r}, which is not a column")
-                rows.append(row)
-                cols.append(col)
-                gains.append(float(grade))
+        rows = np.fromiter((row_of.get(q, -1) for q in qids), dtype=np.int64, count=len(qids))
+        cols = np.fromiter((col_of.get(d, -1) for d in docs), dtype=np.int64, count=len(docs))
+        known = rows >= 0
+        if unknown_queries == "error" and not known.all():
+            raise UserError(f"{where}: query {qids[int(np.argmin(known))]!r} is not a row of the matrix being "
+                            "evaluated")
+        bad_col = known & (cols < 0)
+        if bad_col.any():
+            i = int(np.argmax(bad_col))
+            raise UserError(f"{where}: query {qids[i]!r} judges clip {docs[i]!r}, which is not a column")
+        gains = np.asarray(grades, dtype=np.float64)
         try:
-            return cls.from_triples(np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64),
-                                    np.array(gains, dtype=np.float64), len(query_ids), len(doc_ids))
+            return cls.from_triples(rows[known], cols[known], gains[known], len(query_ids), len(doc_ids))
         except ValueError as err:
             raise UserError(f"{where}: {err}") from None
 
@@ -161,11 +171,11 @@ def manifest_qrels(manifest) -> Qrels:
 def load_qrels(path: str | os.PathLike, manifest=None, query_ids: Sequence[str] | None = None,
                doc_ids: Sequence[str] | None = None, unknown_queries: str = "error") -> Qrels:
     """A TREC qrels file aligned to a manifest's rows and columns (or to explicit id lists)."""
-    from retrieval.trec import read_trec_qrels
+    from retrieval.trec import read_trec_qrels_arrays
 
     if manifest is not None:
         query_ids, doc_ids = manifest.query_ids, manifest.clip_ids
     if query_ids is None or doc_ids is None:
         raise ValueError("load_qrels needs a manifest or both query_ids and doc_ids")
-    return Qrels.from_mapping(read_trec_qrels(path), query_ids, doc_ids, where=str(path),
-                              unknown_queries=unknown_queries)
+    return Qrels.from_id_lists(*read_trec_qrels_arrays(path), query_ids, doc_ids, where=str(path),
+                               unknown_queries=unknown_queries)

@@ -11,9 +11,10 @@ contain spaces, which would break the whitespace-separated format); :func:`decod
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -112,14 +113,11 @@ def write_qrels_from_matrix(path: str | os.PathLike, qrels, query_ids: Sequence[
     return write_trec_qrels(path, mapping)
 
 
-def _lines(path: str | os.PathLike):
-    """``(line_number, fields)`` of the non-blank lines; unreadable / non-UTF-8 files are a one-line UserError."""
+@contextlib.contextmanager
+def _reading(path: str | os.PathLike) -> Iterator[None]:
+    """Unreadable / non-UTF-8 files as a one-line UserError naming the file."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            for number, line in enumerate(fh, 1):
-                fields = line.split()
-                if fields:
-                    yield number, fields
+        yield
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
     except IsADirectoryError:
@@ -130,12 +128,71 @@ def _lines(path: str | os.PathLike):
         raise UserError(f"{path}: cannot read ({err.strerror})") from None
 
 
+def _lines(path: str | os.PathLike):
+    """``(line_number, fields)`` of the non-blank lines."""
+    with _reading(path), open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            fields = line.split()
+            if fields:
+                yield number, fields
+
+
+def _read_text(path: str | os.PathLike) -> str:
+    """The whole file as text, newlines universal as in :func:`_lines`."""
+    with _reading(path), open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
 def read_trec_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
     """``{qid: {docno: grade}}`` of a TREC qrels file (``qid iter docno grade``; ids decoded).
 
     Grades are integers, binary or graded; a negative grade is kept (trec_eval reads it as not relevant).
     Bad lines raise :class:`UserError` naming the file and line.
     """
+    qids, docs, grades = read_trec_qrels_arrays(path)
+    qrels: dict[str, dict[str, int]] = {}
+    for qid, doc, grade in zip(qids, docs, grades):
+        qrels.setdefault(qid, {})[doc] = grade
+    return qrels
+
+
+def read_trec_qrels_arrays(path: str | os.PathLike) -> tuple[list[str], list[str], list[int]]:
+    """The judgements of a TREC qrels file as parallel lists ``qids``, ``docnos`` (decoded) and ``grades``.
+
+    File order (grouped by query if the file repeats a judgement: a repeat with the same grade is dropped).
+    The same validation and errors as :func:`read_trec_qrels`. Fast path: the whole file split at once (a
+    CLOTHO test qrels file, 450k lines: ~0.2 s instead of ~0.9 s line by line); any irregular line (field count,
+    grade, a judgement given twice) sends the file through the line-by-line reader, which names the line.
+    """
+    text = _read_text(path)
+    if not set(map(len, map(str.split, text.split("\n")))) <= {0, 4}:  # fields per line (0: blank)
+        return _read_trec_qrels_by_line(path)
+    fields = text.split()
+    qids, docs = fields[0::4], fields[2::4]
+    try:
+        grades = [int(g) for g in fields[3::4]]
+    except ValueError:
+        return _read_trec_qrels_by_line(path)
+    if not qids:
+        raise UserError(f"{path}: no judgements (empty qrels file)")
+    if "%" in text:
+        qids, docs = [decode_id(q) for q in qids], [decode_id(d) for d in docs]
+    q_codes, _ = _first_seen_codes(qids)
+    d_codes, n_docs = _first_seen_codes(docs)
+    pairs = np.sort(q_codes * n_docs + d_codes)  # (np.unique takes ~10x longer here, numpy 2.4)
+    if (pairs[1:] == pairs[:-1]).any():
+        return _read_trec_qrels_by_line(path)  # repeated judgements: merged, or a conflict named by its line
+    return qids, docs, grades
+
+
+def _first_seen_codes(ids: Sequence[str]) -> tuple[np.ndarray, int]:
+    """Integer code of each id (0, 1, ... in order of first appearance) and the number of distinct ids."""
+    index: dict[str, int] = {}
+    codes = np.fromiter((index.setdefault(i, len(index)) for i in ids), dtype=np.int64, count=len(ids))
+    return codes, len(index)
+
+
+def _read_trec_qrels_by_line(path: str | os.PathLike) -> tuple[list[str], list[str], list[int]]:
     qrels: dict[str, dict[str, int]] = {}
     for number, fields in _lines(path):
         where = f"{path}:{number}"
@@ -152,7 +209,8 @@ def read_trec_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
         docs[doc] = grade
     if not qrels:
         raise UserError(f"{path}: no judgements (empty qrels file)")
-    return qrels
+    triples = [(q, d, g) for q, docs in qrels.items() for d, g in docs.items()]
+    return [t[0] for t in triples], [t[1] for t in triples], [t[2] for t in triples]
 
 
 def read_trec_run(path: str | os.PathLike) -> dict[str, dict[str, float]]:

@@ -118,3 +118,38 @@ def test_ir_measures_reads_our_files(tmp_path):
     assert ours["nDCG10"] == pytest.approx(100 * irm[ir_measures.nDCG @ 10], abs=1e-6)
     assert ours["mAP10"] == pytest.approx(100 * irm[ir_measures.AP @ 10], abs=1e-6)
     # ranx reads the same files: checked in bench/bench_metrics.py (its numba JIT takes ~1 min, too slow here)
+
+
+@pytest.mark.parametrize("text", [
+    "q%20one 0 d%200 2\nq2 0 d1 1\n\n  \nq%20one 0 d1 0\nq2 0 d%25x -1\n",   # encoded ids, blank lines, grades <= 0
+    "q 0 d 1\r\nq 0 e 3\r\nr 0 d 1\r\n",                                    # CRLF
+    "q 0 d 1\nr 0 e 2\nq 0 d 1\nq\t0\te   4\n",                              # a repeat with the same grade; tabs
+    "q 0 d 1\nq 0 é\u2028 2\n",                                              # unicode whitespace ends a field
+    "q 0 d 1 \nq 0 e +2\nq 0 f 1_0\n",                                       # int() spellings
+])
+def test_fast_qrels_reader_equals_the_line_reader(tmp_path, text):
+    from retrieval.trec import _read_trec_qrels_by_line, read_trec_qrels_arrays
+
+    path = tmp_path / "q.trec"
+    path.write_bytes(text.encode("utf-8"))
+    qids, docs, grades = read_trec_qrels_arrays(path)
+    slow = _read_trec_qrels_by_line(path)
+    as_dict = lambda q, d, g: {(a, b): c for a, b, c in zip(q, d, g)}  # noqa: E731
+    assert as_dict(qids, docs, grades) == as_dict(*slow) and len(qids) == len(slow[0]) == len(set(zip(qids, docs)))
+    expected: dict = {}
+    for a, b, c in zip(*slow):
+        expected.setdefault(a, {})[b] = c
+    assert read_trec_qrels(path) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("q 0 d 1\nq 0 e 1 x\n", r"q\.trec:2: expected 4 fields"),
+    ("q 0 d 1\nq 0 e\u20281 2\n", r"q\.trec:2: expected 4 fields"),  # two 4-field halves split by U+2028: one line
+    ("q 0 d 1\nq 0 e 1.0\n", r"q\.trec:2: grade '1.0' is not an integer"),
+    ("q 0 d 1\nr 0 d 1\nq 0 d 2\n", r"q\.trec:3: query 'q' judges 'd' twice, with grades 1 and 2"),
+    ("\n\n", r"q\.trec: no judgements"),
+])
+def test_fast_qrels_reader_errors_name_the_line(tmp_path, text, message):
+    (tmp_path / "q.trec").write_bytes(text.encode("utf-8"))
+    with pytest.raises(UserError, match=message):
+        load_qrels(tmp_path / "q.trec", query_ids=["q", "r"], doc_ids=["d", "e"])
