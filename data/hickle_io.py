@@ -117,37 +117,41 @@ def _read_v4(fh, path: Path, ids: list[str]) -> Iterator[tuple[str, Any]]:
 
 
 def _read_v5(fh, path: Path, ids: list[str]) -> Iterator[tuple[str, Any]]:
+    """Clip by clip with h5py's low-level calls (object open, attribute and data reads): ~0.15 ms a clip instead
+    of ~0.3 with the high-level ones (a CLOTHO-size run reads ~8,000 clips)."""
     import h5py
 
     root = fh.get("data")
     if not isinstance(root, h5py.Group):
         raise _Unsupported
     names: dict = {}
-    kind = _v5_type(fh, root, names)
+    kind = _v5_type(fh, root.id, names)
     if kind != "dict":
         raise UserError(f"{path}: expected a hickled dict clip_id -> array, the file holds a {kind}")
     if any(name.startswith("data") and not name.startswith('"') for name in root):
         raise _Unsupported  # key/value sub-groups (keys with "/" or non-str keys)
     for cid in ids:
-        name = f'"{cid}"'
-        if "/" in cid or name not in root:
+        if "/" in cid:
             continue
-        node = root[name]
-        if not isinstance(node, h5py.Dataset) or _attr_str(node.attrs.get("key_base_type", "")) != "str":
+        try:
+            node = h5py.h5o.open(root.id, f'"{cid}"'.encode("utf-8"))
+        except KeyError:
+            continue  # not in this file
+        if not isinstance(node, h5py.h5d.DatasetID) or _attr_str(_attr(node, b"key_base_type") or "") != "str":
             raise _Unsupported
-        yield cid, _value(node, _v5_type(fh, node, names), path, cid)
+        yield cid, _value_v5(node, _v5_type(fh, node, names), path, cid)
 
 
-def _v5_type(fh, node, names: dict) -> str:
-    """The hickle-5 type name of ``node`` (e.g. "ndarray"), resolved once per type entry of the file.
+def _v5_type(fh, object_id, names: dict) -> str:
+    """The hickle-5 type name of the object ``object_id`` (e.g. "ndarray"), resolved once per type entry.
 
     ``names`` caches entry address -> name: a clip costs one low-level dereference (~15 us) instead of two
     high-level ones and an attribute read (~100 us; 10,000 clip reads in a CLOTHO-size training run).
     """
     import h5py
 
-    ref = node.attrs.get("type")
-    if ref is None:
+    ref = _attr(object_id, b"type")
+    if not isinstance(ref, h5py.h5r.Reference):
         raise _Unsupported
     key = _address(h5py.h5r.dereference(ref, fh.id))
     if key not in names:
@@ -165,6 +169,35 @@ def _address(object_id) -> Any:
 
     info = h5py.h5o.get_info(object_id)
     return getattr(info, "token", None) or info.addr
+
+
+def _attr(object_id, name: bytes) -> Any:
+    """An attribute's value (a scalar unwrapped) through h5py's low-level API, or None when it is absent."""
+    import h5py
+
+    try:
+        attr = h5py.h5a.open(object_id, name)
+    except KeyError:
+        return None
+    value = np.empty(attr.shape, dtype=attr.dtype)
+    attr.read(value)
+    return value[()] if value.shape == () else value
+
+
+def _value_v5(node, kind: str, path: Path, cid: str) -> Any:
+    """:func:`_value` of a hickle-5 dataset given by its low-level id (numbers read straight into an array)."""
+    import h5py
+
+    if node.dtype.kind not in "fiu" or node.shape is None:
+        return _value(h5py.Dataset(node), kind, path, cid)  # anything unusual: the high-level path
+    if kind in ARRAY_TYPES:
+        arr = np.empty(node.shape, dtype=node.dtype)
+        node.read(h5py.h5s.ALL, h5py.h5s.ALL, arr)
+        stored = _attr(node, b"np_dtype")
+        if stored is not None and np.dtype(_attr_str(stored)) != arr.dtype:
+            arr = arr.astype(np.dtype(_attr_str(stored)))
+        return arr
+    return _value(h5py.Dataset(node), kind, path, cid)  # scalars (the NaN marker of a missing clip) and errors
 
 
 def _value(node, kind: str, path: Path, cid: str) -> Any:
