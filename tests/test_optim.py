@@ -120,3 +120,22 @@ def test_steplr_decays_per_epoch():
         p.grad = torch.zeros(1)
         opt.step()
         sched.step()
+
+
+def test_ranger_does_not_import_torch_dynamo():
+    """Optimizer methods wrapped in torch._disable_dynamo would import torch._dynamo (~1.1 s) on first use."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, torch; from trainer.optim import Ranger; m = torch.nn.Linear(3, 2); o = Ranger(m.parameters());"
+            "m(torch.ones(4, 3)).sum().backward(); o.step(); o.zero_grad(); o.load_state_dict(o.state_dict());"
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], check=True,
+                         capture_output=True, text=True).stdout.split()
+    assert out == ["False"]
+    code = ("import sys, torch, torch._dynamo; from trainer.optim import skip_dynamo_import;"
+            "p = torch.optim.Optimizer.zero_grad.__wrapped__; print(skip_dynamo_import(), hasattr(p, '__dynamo_disable'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], check=True,
+                         capture_output=True, text=True).stdout.split()
+    assert out == ["False", "False"]  # with torch._dynamo loaded (someone compiles), torch's own way is kept
