@@ -88,6 +88,24 @@ def test_bf16_same_seed_same_numbers_and_close_to_float32(tiny_config, tiny_conf
     assert ma["history"][0]["train_loss"] == pytest.approx(GOLDEN["train_loss"][0], abs=2e-3)
 
 
+@pytest.mark.parametrize("precision, test_reads", [("float32", 2), ("bf16", 1)])
+def test_bf16_reads_the_test_split_once(tiny_config, tiny_config_path, tmp_path, tiny_splits, precision, test_reads):
+    """bf16 keeps the up-front read of the test split (holds_eval_splits); float32 checks it, frees it and reads it
+    again after training. Either way the run equals one given all splits preloaded."""
+    reads = []
+
+    def loader(cfg, splits):
+        reads.extend(splits)
+        return load_splits(cfg, splits)
+
+    cfg = copy.deepcopy(tiny_config)
+    cfg["trainer"].update(save_dir=str(tmp_path / "counted"), epochs=1, precision=precision)
+    counted = fit(cfg, tiny_config_path, "cpu", quiet=True, splits_loader=loader, threads=1)
+    assert reads.count("test") == test_reads and reads.count("train") == 1 and reads.count("val") == 1
+    preloaded = _run(tiny_config, tiny_config_path, tmp_path / "preloaded", tiny_splits, precision, epochs=1)
+    assert np.array_equal(np.load(counted / "sims" / "test.npy"), np.load(preloaded / "sims" / "test.npy"))
+
+
 def _ce_batch(B=12, seed=1):
     g = torch.Generator().manual_seed(seed)
     experts = {"audio": torch.randn(B, 31, 128, generator=g), "vggsound": torch.randn(B, 95, 512, generator=g)}

@@ -377,11 +377,12 @@ def test_stale_outputs(world, tmp_path, capsys):
     (lambda root: (root / "test_list.txt").unlink(), "test_list.txt"),
     (lambda root: (root / "test_list.txt").write_text("synthetic_00001.wav\n"), "synthetic_00001.wav"),
 ], ids=["unknown-test-clip", "missing-test-list", "train-clip-in-test"])
-def test_splits_validated_before_training(world, tmp_path, damage, needle, capsys):
+@pytest.mark.parametrize("precision", ["float32", "bf16"])  # test split checked and freed / read once and kept
+def test_splits_validated_before_training(world, tmp_path, damage, needle, precision, capsys):
     data = tmp_path / "data"
     shutil.copytree(world["data"], data)
     damage(data / "structured-symlinks")
-    refuse(_train_main, ["--config", TINY, "--threads", "1", "--quiet", "--custom_args",
+    refuse(_train_main, ["--config", TINY, "--threads", "1", "--quiet", "--precision", precision, "--custom_args",
                          f"{world['custom']},data_loader.args.data_dir={data},trainer.save_dir={tmp_path / 's'}"],
            needle, tmp_path, capsys)
 

@@ -32,11 +32,11 @@ from trainer.checkpoint import (FINAL_NAME, LAST_NAME, cpu_state_dict, load_chec
                                 save_checkpoint, set_rng_state)
 from trainer.distributed import current_context
 from trainer.export import TensorSplit, as_tensor_split, compute_sims
-from trainer.guards import (check_checkpoint_identity, check_finite_loss, check_finite_sims, discard_on_failure,
-                            preflight_splits, resume_threads, write_run_env)
+from trainer.guards import (check_checkpoint_identity, check_disjoint_splits, check_finite_loss, check_finite_sims,
+                            discard_on_failure, preflight_splits, resume_threads, write_run_env)
 from trainer.optim import build_optimizer, build_scheduler
-from trainer.precision import (autocast, check_supported, describe, precision_of, prepare_model, prepare_optimizer,
-                               store_features)
+from trainer.precision import (autocast, check_supported, describe, holds_eval_splits, precision_of, prepare_model,
+                               prepare_optimizer, store_features)
 from utils.allocator import configure_memory
 from utils.config import config_hash, first_difference
 from utils.config_rules import check_values
@@ -251,15 +251,26 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
     set_seeds(seed)
     model = ddp.prepare_model(build_model(config).to(device))
     t0 = time.perf_counter()
-    if data is None or splits_loader is not None:  # every split the run needs, validated before the first step
-        preflight_splits(config, [s for s in dump_splits + ["test"] if data is None or s not in data],
-                         splits_loader or load_splits, loader_reads_archive=splits_loader is None)
-    data = dict(data) if data is not None else (splits_loader or load_splits)(config, ["train", "val"])
+    loader = splits_loader or load_splits
+    preflight = data is None or splits_loader is not None  # every split the run needs, validated up front
+    needed = [s for s in dump_splits + ["test"] if data is None or s not in data]
+    # The evaluation-only splits are kept from this first read when the training copy of the train features is
+    # compact (bf16): loaded after it, they fit beside it under the float32 peak; else they are read again
+    # after training (peak memory).
+    hold = preflight and ddp.is_writer and holds_eval_splits(precision_of(config), dump_splits)
+    if preflight and not hold:
+        preflight_splits(config, needed, loader, loader_reads_archive=splits_loader is None)
+    elif hold and splits_loader is None:
+        check_disjoint_splits(config)
+    data = dict(data) if data is not None else loader(config, ["train", "val"])
     missing = [s for s in ("train", "val") if s not in data]
     if missing:
         raise UserError(f"data: split(s) {missing} not loaded")
     if data["train"].n < 2:
         raise UserError("data: the train split needs at least 2 clips")
+    if hold:
+        data["train"] = store_features(data["train"], precision_of(config))  # the float32 copy is freed here
+        data.update(loader(config, [s for s in dict.fromkeys(needed) if s not in data]))
     t_data = time.perf_counter() - t0
     fresh_dirs: list[Path] = []
     if ckpt is None and ddp.is_writer:
@@ -313,8 +324,9 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
     prepare_model(model, precision)
     prepare_optimizer(optimizer, precision)
 
-    # Only train + val are held during training; the evaluation-only splits are loaded after it, once the
-    # training tensors are gone (peak memory: CLOTHO-size train+val ~1 GB, test ~0.35 GB).
+    # float32: only train + val are held during training; the evaluation-only splits are loaded after it, once
+    # the training tensors are gone (peak memory: CLOTHO-size train+val ~1 GB, test ~0.35 GB). bf16: they were
+    # loaded beside the compact train copy (fit(), holds_eval_splits).
     eval_splits = sorted(set(dump_splits) | {"test"}, key=["train", "val", "test"].index)
     # bf16: the training batches come from a bfloat16 copy of the train features (exact, half the memory;
     # trainer/precision.store_features). Validation and the final evaluation read the float32 splits.
