@@ -16,7 +16,7 @@ from utils.openmp_env import configure_openmp_waiting  # noqa: E402 - must prece
 configure_openmp_waiting()
 
 from utils.cli import ArgumentParser, positive_int
-from utils.errors import UserError, run_cli
+from utils.errors import UserError, exit_process, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,4 +147,4 @@ def _parse_seeds(text: str) -> list[int]:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    exit_process(run_cli(main))

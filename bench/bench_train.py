@@ -5,11 +5,13 @@
     python bench/bench_train.py --steps-only --device 0           # per-step timings only (no data set needed)
 
 Each precision mode trains in its own child process (so that its peak RSS is its own), one after the other, with
-the same config, seed and thread count. Printed per mode: total wall time (epochs + test evaluation, data loading
-included), process CPU time, mean epoch (train + val + checkpoint), train steps/s, test evaluation time, peak RSS
-and the test metrics; then the ratios against float32 and against the original's figures, which are quoted as
-measured by the issue author with the original code on this 2-core CPU (162 s wall, 3.9 GiB peak; CE, seed 0,
-20 epochs + test, same synthetic set). Targets: <= 54 s (3x the original) and <= 2 GB.
+the same config, seed and thread count. Printed per mode: the process wall time (the child process from start to
+exit, as ``time python train.py`` sees it: interpreter start, imports, data loading, epochs, test evaluation,
+writing; the ratios and the target use it) and the part inside ``fit()``, process CPU time, mean epoch (train +
+val + checkpoint), train step, test evaluation time, peak RSS and the test metrics; then the ratios against the
+first mode and against the original's figures, which are quoted as measured by the issue author with the original
+code on this 2-core CPU (162 s wall, 3.9 GiB peak; CE, seed 0, 20 epochs + test, same synthetic set). Targets:
+<= 54 s (3x the original) and <= 2 GB.
 
 ``--step-rounds N`` (default 3) first times training steps of every mode back to back in one process, on random
 batches of the training shapes (N rounds of 3 steps per mode, interleaved): on a shared, loaded machine these
@@ -22,6 +24,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -71,6 +74,10 @@ def main(argv=None) -> None:
         _step_bench(modes, args)
     if args.steps_only:
         return
+    from data.clotho import ensure_data
+    from utils.config import load_config
+
+    ensure_data(load_config(args.config, args.custom_args))  # generate the synthetic set first if missing (not timed)
     results = {}
     for mode in modes:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--one", mode, "--config", args.config,
@@ -78,18 +85,19 @@ def main(argv=None) -> None:
         for flag, value in (("--threads", args.threads), ("--custom_args", args.custom_args)):
             if value is not None:
                 cmd += [flag, str(value)]
-        if args.keep:
-            cmd.append("--keep")
+        t0 = time.perf_counter()  # the whole child process, as `time python train.py` sees it
         out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+        process_s = time.perf_counter() - t0
         results[mode] = json.loads(out.strip().splitlines()[-1])
-        print(f"  {mode}: {results[mode]['total_s']:.1f} s", flush=True)
+        results[mode]["process_s"] = process_s
+        if not args.keep:
+            shutil.rmtree(results[mode]["run"], ignore_errors=True)
+        print(f"  {mode}: {process_s:.1f} s process, {results[mode]['total_s']:.1f} s in fit()", flush=True)
     _report(modes, results, args)
 
 
 # ---------------------------------------------------------------------------------------------- one full run
 def _train_one(args, precision: str) -> dict:
-    import shutil
-
     import torch
 
     from data.clotho import ensure_data
@@ -118,8 +126,7 @@ def _train_one(args, precision: str) -> dict:
         "steps_per_s": steps / tm["train_s"], "test_eval_s": tm["eval_s"]["test"],
         "best_epoch": m["best_epoch"], "test": m["test"], "numerics": m.get("numerics"),
     }
-    if not args.keep:
-        shutil.rmtree(run, ignore_errors=True)
+    res["run"] = str(run)
     return res
 
 
@@ -202,7 +209,8 @@ def _report(modes: list[str], results: dict, args) -> None:
     head = f"{'':22s}" + "".join(f"{m:>14s}" for m in modes) + f"{'original':>14s}"
     print(head)
     rows = [
-        ("total wall (s)", "total_s", "{:.1f}", ORIGINAL["total_s"]),
+        ("process wall (s)", "process_s", "{:.1f}", ORIGINAL["total_s"]),
+        ("  in fit() (s)", "total_s", "{:.1f}", None),
         ("process CPU (s)", "cpu_s", "{:.1f}", None),
         ("peak RSS (GiB)", "peak_gib", "{:.2f}", ORIGINAL["peak_gib"]),
         ("data load (s)", "data_load_s", "{:.1f}", None),
@@ -224,11 +232,12 @@ def _report(modes: list[str], results: dict, args) -> None:
     scale = 20 / args.epochs  # ratios against the original only mean something for its 20 epochs
     for m in modes:
         r = results[m]
-        vs_orig = ORIGINAL["total_s"] / r["total_s"]
+        vs_orig = ORIGINAL["total_s"] / r["process_s"]
         note = "" if args.epochs == 20 else f" (only {args.epochs} epochs: not comparable, x{scale:.1f} work left out)"
-        print(f"{m:8s} x{base['total_s'] / r['total_s']:.2f} wall vs {modes[0]}, x{base['step_s'] / r['step_s']:.2f} "
-              f"per train step; x{vs_orig:.2f} vs the original's 162 s{note}; "
-              f"target <= {TARGET_S:.0f} s: {'met' if r['total_s'] <= TARGET_S and args.epochs == 20 else 'not met'}; "
+        print(f"{m:8s} x{base['process_s'] / r['process_s']:.2f} wall vs {modes[0]}, "
+              f"x{base['step_s'] / r['step_s']:.2f} per train step; x{vs_orig:.2f} vs the original's 162 s{note}; "
+              f"target <= {TARGET_S:.0f} s: "
+              f"{'met' if r['process_s'] <= TARGET_S and args.epochs == 20 else 'not met'}; "
               f"peak {r['peak_gib'] * 2**30 / 1e9:.2f} GB (target <= {TARGET_GB:.0f} GB)")
 
 

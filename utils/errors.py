@@ -43,3 +43,18 @@ def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] 
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def exit_process(code: int) -> None:
+    """``sys.exit(code)`` for a script's last line, without the interpreter's final garbage-collection pass.
+
+    At exit Python collects every tracked object one last time; after a training run (torch loaded, ~230k
+    objects) that took ~0.35 s of a ~0.5 s teardown here. Frozen objects are skipped; their memory goes back
+    with the process. Nothing is lost: every output is written and closed before ``main`` returns, and atexit
+    handlers (logging's flush) still run.
+    """
+    import gc
+
+    gc.freeze()
+    sys.exit(code)
+
