@@ -255,8 +255,8 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
     preflight = data is None or splits_loader is not None  # every split the run needs, validated up front
     needed = [s for s in dump_splits + ["test"] if data is None or s not in data]
     # The evaluation-only splits are kept from this first read when the training copy of the train features is
-    # compact (bf16): loaded after it, they fit beside it under the float32 peak; else they are read again
-    # after training (peak memory).
+    # compact (bf16; loaded after it, they add little to the peak); else they are checked here, freed, and read
+    # again after training (peak memory).
     hold = preflight and ddp.is_writer and holds_eval_splits(precision_of(config), dump_splits)
     if preflight and not hold:
         preflight_splits(config, needed, loader, loader_reads_archive=splits_loader is None)

@@ -57,4 +57,3 @@ def exit_process(code: int) -> None:
 
     gc.freeze()
     sys.exit(code)
-
