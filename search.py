@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from retrieval.faiss_index import DEFAULT_EF_SEARCH
 from utils.errors import UserError, run_cli
 
 FUSIONS = ("combsum", "rrf", "qpp")
@@ -62,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nprobe", type=int, default=0,
                    help="IVF cells searched (default 0 = a quarter of the cells: recall@10 0.956 at 1M clips on the "
                         "hard case of bench/bench_search.py --like)")
-    p.add_argument("--ef-search", dest="ef_search", type=int, default=128, help="HNSW efSearch (default 128)")
+    p.add_argument("--ef-search", dest="ef_search", type=int, default=DEFAULT_EF_SEARCH,
+                   help=f"HNSW candidates per search (default {DEFAULT_EF_SEARCH}: recall@10 0.978 at 1M clips on the "
+                        "hard case of bench/bench_search.py --like; 128 gave 0.643)")
     p.add_argument("--depth", type=int, default=200,
                    help="FAISS back ends: candidates per phrasing, re-scored exactly and fused (default 200)")
     p.add_argument("--rebuild-index", dest="rebuild", action="store_true", help="rebuild the saved index")
@@ -167,7 +170,7 @@ def search_audio(folder: str, queries: Sequence[str], *, run_dir: Path | None = 
 
 
 def answer(index, text_emb, weights, queries, *, k: int = 10, fusion: str = "combsum", backend: str = "auto",
-           faiss_threshold: int = 200_000, nprobe: int = 0, ef_search: int = 128, depth: int = 200,
+           faiss_threshold: int = 200_000, nprobe: int = 0, ef_search: int = DEFAULT_EF_SEARCH, depth: int = 200,
            qpp_run=None, dropped=(), t0=0.0, t_index=0.0, notes=(), head=None, text_features="",
            index_info=None) -> dict:
     """Score the phrasings on the index (numpy or FAISS + exact re-scoring), fuse them, take the top k."""

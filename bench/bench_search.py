@@ -161,7 +161,8 @@ def main(argv=None):
     ap.add_argument("--nprobe", default="4,8,16,32,64", help="IVF nprobe values to sweep")
     ap.add_argument("--hnsw-n", type=int, default=50_000, help="clips for the HNSW run (0: skip; its build is "
                                                                   "slow on 2 cores, so it runs on a prefix)")
-    ap.add_argument("--ef-search", default="16,32,64,128", help="HNSW efSearch values to sweep")
+    ap.add_argument("--ef-search", default="16,32,64,128,512,2048",
+                    help="HNSW efSearch values to sweep (2048: search.py's default)")
     ap.add_argument("--threads", type=int, default=0, help="FAISS OpenMP threads (default: FAISS's own)")
     ap.add_argument("--out", default="bench/out/bench_search.json")
     args = ap.parse_args(argv)

@@ -19,6 +19,9 @@ from retrieval.index import AudioIndex, query_vectors
 from utils.errors import UserError
 
 KINDS = ("flat", "ivf", "hnsw")
+# HNSW candidates per search: 2048 reached recall@10 0.978 at 1M clips on the hard case of
+# bench/bench_search.py --like (128: 0.643, 1024: 0.948; docs/SEARCH.md), ~41 ms per query on 2 cores.
+DEFAULT_EF_SEARCH = 2048
 
 
 def _faiss():
@@ -89,7 +92,8 @@ def set_search_params(index, *, nprobe: int | None = None, ef_search: int | None
 class FaissSearcher:
     """Top-k search of an AudioIndex with one FAISS index per availability pattern."""
 
-    def __init__(self, index: AudioIndex, kind: str = "flat", *, nprobe: int = 0, ef_search: int = 128, **build):
+    def __init__(self, index: AudioIndex, kind: str = "flat", *, nprobe: int = 0, ef_search: int = DEFAULT_EF_SEARCH,
+                 **build):
         """``nprobe`` 0: a quarter of each IVF index's cells (see docs/SEARCH.md for the recall it buys)."""
         if kind not in KINDS:
             raise UserError(f"--backend: unknown FAISS index {kind!r} (choose from {', '.join(KINDS)})")

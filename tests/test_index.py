@@ -154,3 +154,16 @@ def test_faiss_flat_and_full_probe_ivf_give_the_exact_top_k():
     assert recall >= 0.95
     with pytest.raises(UserError, match="unknown FAISS index"):
         FaissSearcher(index, "lsh")
+
+
+def test_hnsw_searches_with_the_measured_default_ef_unless_told_otherwise():
+    """The default efSearch is the one docs/SEARCH.md measured (recall@10 >= 0.95 at 1M); the CLI passes it on."""
+    import search
+    from retrieval.faiss_index import DEFAULT_EF_SEARCH, FaissSearcher
+
+    index = _random_index(n=300)
+    assert DEFAULT_EF_SEARCH == 2048
+    assert search.build_parser().parse_args(["q"]).ef_search == DEFAULT_EF_SEARCH
+    parts = FaissSearcher(index, "hnsw").parts
+    assert parts and all(sub.hnsw.efSearch == DEFAULT_EF_SEARCH for *_, sub in parts)
+    assert all(sub.hnsw.efSearch == 64 for *_, sub in FaissSearcher(index, "hnsw", ef_search=64).parts)
