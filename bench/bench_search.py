@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from retrieval.faiss_index import empty_faiss, set_search_params  # noqa: E402
+from retrieval.faiss_index import DEFAULT_EF_SEARCH, empty_faiss, set_search_params  # noqa: E402
 from retrieval.trec import top_k  # noqa: E402
 
 CHUNK = 65536
@@ -161,8 +161,8 @@ def main(argv=None):
     ap.add_argument("--nprobe", default="4,8,16,32,64", help="IVF nprobe values to sweep")
     ap.add_argument("--hnsw-n", type=int, default=50_000, help="clips for the HNSW run (0: skip; its build is "
                                                                   "slow on 2 cores, so it runs on a prefix)")
-    ap.add_argument("--ef-search", default="16,32,64,128,512,2048",
-                    help="HNSW efSearch values to sweep (2048: search.py's default)")
+    ap.add_argument("--ef-search", default=f"16,32,64,128,512,{DEFAULT_EF_SEARCH}",
+                    help=f"HNSW efSearch values to sweep ({DEFAULT_EF_SEARCH}: search.py's default)")
     ap.add_argument("--threads", type=int, default=0, help="FAISS OpenMP threads (default: FAISS's own)")
     ap.add_argument("--out", default="bench/out/bench_search.json")
     args = ap.parse_args(argv)
