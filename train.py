@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Sequence
 
 # Before torch loads OpenMP: worker threads spin briefly, then sleep (utils/openmp_env.py has the measurements).
@@ -64,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     from trainer.distributed import init_distributed, shutdown_distributed
-    from trainer.trainer import resolve_device
+    from trainer.runtime import resolve_device
 
     device = init_distributed(resolve_device(args.device))  # under torchrun: join the group, device of this rank
     try:
@@ -77,7 +76,8 @@ def _main(args: argparse.Namespace, device) -> None:
     from pathlib import Path
 
     from trainer.distributed import current_context
-    from trainer.trainer import fit, summarise_runs
+    from trainer.summary import summarise_runs
+    from trainer.trainer import fit
     from utils.config import load_config
     from utils.io import read_json
 

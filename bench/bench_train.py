@@ -101,7 +101,8 @@ def _train_one(args, precision: str) -> dict:
     import torch
 
     from data.clotho import ensure_data
-    from trainer.trainer import fit, resolve_device
+    from trainer.runtime import resolve_device
+    from trainer.trainer import fit
     from utils.config import load_config
 
     out = REPO / "bench" / "out" / "saved"
@@ -146,7 +147,7 @@ def _step_bench(modes: list[str], args) -> None:
     from trainer.optim import build_optimizer
     from trainer.export import TensorSplit
     from trainer.precision import autocast, prepare_model, prepare_optimizer, store_features
-    from trainer.trainer import configure_torch, resolve_device
+    from trainer.runtime import configure_torch, resolve_device
     from utils.config import load_config
 
     config = load_config(args.config, args.custom_args)

@@ -131,7 +131,9 @@ def _float64_step_errors(cfg: dict, device: torch.device) -> dict[str, list[floa
     from model.build import build_model
     from model.loss import MaxMarginRankingLoss
     from trainer.distributed import current_context
-    from trainer.trainer import load_splits, make_batch, set_seeds
+    from trainer.batches import make_batch
+    from trainer.runtime import set_seeds
+    from trainer.trainer import load_splits
 
     ctx = current_context()
     set_seeds(0)

@@ -101,13 +101,13 @@ def test_missing_qrels_make_a_cached_set_stale(tmp_path, tiny_data_dir):
 
 
 def test_trainer_hook_evaluates_the_test_qrels(tiny_config, tiny_data_dir):
-    from trainer.trainer import _multi_relevance
+    from trainer.final_eval import multi_relevance
 
     root = tiny_data_dir / "structured-symlinks"
     clip_ids = (root / "test_list.txt").read_text().split()
     rng = np.random.default_rng(0)
     sims = rng.standard_normal((5 * len(clip_ids), len(clip_ids))).astype(np.float32)
-    out = _multi_relevance(tiny_config, "test", sims, clip_ids, 5)
+    out = multi_relevance(tiny_config, "test", sims, clip_ids, 5)
     assert out["graded"] and out["file"].endswith("qrels-test.trec")
     qrels = load_qrels(out["file"], query_ids=[f"{c}#{k}" for c in clip_ids for k in range(5)], doc_ids=clip_ids)
     assert out["t2a"]["mean_relevant"] == qrels.n_relevant().mean() > 1

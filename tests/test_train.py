@@ -10,7 +10,10 @@ import torch
 
 import train
 from trainer.checkpoint import LAST_NAME
-from trainer.trainer import epoch_plan, fit, load_splits, resolve_device, summarise_runs
+from trainer.batches import epoch_plan
+from trainer.runtime import resolve_device
+from trainer.summary import summarise_runs
+from trainer.trainer import fit, load_splits
 from utils.errors import UserError, run_cli
 
 THREADS = 1  # the test machine is shared: one thread is both faster and stable

@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from trainer.run_log import MONITOR
 from utils.errors import UserError, run_cli
 from utils.io import atomic_path, read_json
 
-MONITOR = "geometric_mean_R1-R5-R10"
 CURVES_NAME = "curves.png"
 TENSORBOARD_DIR = "tensorboard"
 _RECALLS = (("R1", "R@1"), ("R5", "R@5"), ("R10", "R@10"), (MONITOR, "geometric mean R@1/5/10"))

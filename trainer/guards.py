@@ -86,8 +86,7 @@ def preflight_splits(config: dict, splits: Sequence[str],
     if loader_reads_archive:
         check_disjoint_splits(config)
     if todo:
-        loaded = loader(config, todo)
-        del loaded
+        loader(config, todo)  # validates while loading; the tensors are freed at once (peak memory)
 
 
 def check_disjoint_splits(config: dict) -> None:

@@ -1,193 +1,47 @@
 """Training loop (docs/TRAINING.md): one run = one seed = one run folder (docs/FORMATS.md).
 
-* Data is loaded once into tensors; a batch is built by vectorised indexing (no collate, no workers).
-* Epoch e draws its clip order and one caption per clip from ``numpy.random.default_rng([seed, e])``, so the
-  batches of an epoch do not depend on what happened before it (resume gives identical batches).
+* Data is loaded once into tensors; a batch is built by vectorised indexing (trainer/batches.py: no collate, no
+  workers, one seeded plan per epoch, so a resumed run gets identical batches).
 * Validation every epoch on caption 0 of each val clip (N x N sims, t2a metrics); best epoch by val t2a
   geometric_mean_R1-R5-R10 with ``>=`` (a later epoch wins ties); a CPU copy of the best weights is kept.
 * A "last" checkpoint (model, optimizer, scheduler, RNG, epoch, best so far + its weights) is written atomically
-  after every epoch; ``fit(..., resume=run_dir)`` continues from it and ends with the same numbers as an
-  uninterrupted run (same device, same seed).
-* At the end: best weights -> test sims with all captions, dumps, trained_model.pth, metrics.json (last).
+  every ``trainer.save_period`` epochs; ``fit(..., resume=run_dir)`` continues from it and ends with the same
+  numbers as an uninterrupted run (same device, same seed).
+* At the end (trainer/final_eval.py): best weights -> test sims with all captions, dumps, trained_model.pth,
+  metrics.json (last).
 """
 from __future__ import annotations
 
-import logging
 import math
 import os
-import random
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-import numpy as np
 import torch
 
 from model.build import build_model, count_parameters
 from model.loss import MaxMarginRankingLoss
-from retrieval.metrics import both_directions, clip_major_gt_cols, t2a_metrics
-from retrieval.sims_io import build_manifest, save_sims
-from trainer.checkpoint import (FINAL_NAME, LAST_NAME, cpu_state_dict, load_checkpoint, rng_state,
-                                save_checkpoint, set_rng_state)
+from retrieval.metrics import clip_major_gt_cols, t2a_metrics
+from trainer.batches import epoch_plan, make_batch
+from trainer.checkpoint import LAST_NAME, cpu_state_dict, load_checkpoint, rng_state, set_rng_state
 from trainer.distributed import current_context
 from trainer.export import TensorSplit, as_tensor_split, compute_sims
+from trainer.final_eval import evaluate_and_write
 from trainer.guards import (check_checkpoint_identity, check_disjoint_splits, check_finite_loss, check_finite_sims,
                             discard_on_failure, preflight_splits, resume_threads, write_run_env)
 from trainer.optim import build_optimizer, build_scheduler
-from trainer.precision import (autocast, check_supported, describe, holds_eval_splits, precision_of, prepare_model,
+from trainer.precision import (autocast, check_supported, holds_eval_splits, precision_of, prepare_model,
                                prepare_optimizer, store_features)
-from utils.allocator import configure_memory
+from trainer.run_log import MONITOR, close_logger, format_metrics, make_logger, silent_logger
+from trainer.runtime import configure_torch, resolve_device, set_seeds
 from utils.config import config_hash, first_difference
 from utils.config_rules import check_values
 from utils.errors import UserError
 from utils.io import read_json, sweep_stale_temps, write_json
 from utils.paths import COMPLETE_MARKER, experiment_name, make_run_dir
 from utils.testhooks import pause
-
-MONITOR = "geometric_mean_R1-R5-R10"
-MINI_TRAIN_BATCHES = 5
-
-
-# ---------------------------------------------------------------------------------------------- devices / seeds
-def resolve_device(spec: str | None) -> torch.device:
-    """``cpu`` | ``cuda`` | ``N`` (CUDA index) | None/"auto" (CUDA when available, else CPU)."""
-    spec = "auto" if spec is None else str(spec).strip().lower()
-    if spec == "cpu":
-        return torch.device("cpu")
-    if spec in ("auto", "cuda", ""):
-        return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-    index = spec[5:] if spec.startswith("cuda:") else spec
-    if not index.isdigit():
-        raise UserError(f"--device: '{spec}': expected cpu, cuda or a CUDA device index")
-    if not torch.cuda.is_available():
-        raise UserError(f"--device: '{spec}': CUDA is not available on this machine (use --device cpu)")
-    if int(index) >= torch.cuda.device_count():
-        raise UserError(f"--device: '{spec}': only {torch.cuda.device_count()} CUDA device(s) visible")
-    return torch.device(f"cuda:{int(index)}")
-
-
-def set_seeds(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def default_threads() -> int:
-    """$OMP_NUM_THREADS if set, else every CPU this process may run on."""
-    env = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
-
-
-def configure_torch(device: torch.device, threads: int | None = None) -> None:
-    """Deterministic algorithms (cheap here) and the CPU thread count.
-
-    On a CPU shared with other busy processes, fewer threads can be much faster: OpenMP barriers spin on
-    preempted cores (a (16, 768) BatchNorm went from 0.04 ms to 70 ms with 2 threads on 2 loaded cores).
-    """
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    # torch.use_deterministic_algorithms itself, minus its import of torch._inductor (1.5 s per process here) to
-    # set inductor's flag: nothing here compiles
-    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
-    if setter is not None:
-        setter(True, warn_only=True)
-    else:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    # ...without its debugging aid of filling every new tensor with NaN: nothing here reads uninitialised
-    # memory, and the fills cost ~11 % of a bf16 CPU step (every autocast weight cast allocates).
-    torch.utils.deterministic.fill_uninitialized_memory = False
-    torch.set_num_threads(threads if threads else default_threads())
-    configure_memory()  # utils/allocator.py: fewer page faults, no huge-page stalls (same bits)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = False
-
-
-# ---------------------------------------------------------------------------------------------- batching
-def epoch_plan(seed: int, epoch: int, n_clips: int, n_captions: int, batch_size: int,
-               mini_train: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Batches of (clip indices, caption indices) for one epoch, from a per-epoch seeded generator.
-
-    The last partial batch is kept (drop_last=False), except a final batch of a single clip, which BatchNorm
-    cannot train on; it is dropped (only possible when n_clips % batch_size == 1).
-    """
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(n_clips)
-    caps = rng.integers(0, n_captions, size=n_clips)
-    batches = []
-    for start in range(0, n_clips, batch_size):
-        idx = order[start:start + batch_size]
-        if len(idx) < 2 and batches:
-            break
-        batches.append((idx, caps[idx]))
-        if mini_train and len(batches) == MINI_TRAIN_BATCHES:
-            break
-    return batches
-
-
-def make_batch(ts: TensorSplit, idx: np.ndarray, caps: np.ndarray, device: torch.device):
-    i = torch.from_numpy(idx).to(ts.text.device)
-    c = torch.from_numpy(caps).to(ts.text.device)
-    experts = {m: t.index_select(0, i).to(device, non_blocking=True) for m, t in ts.experts.items()}
-    ind = {m: t.index_select(0, i).to(device, non_blocking=True) for m, t in ts.ind.items()}
-    text = ts.text[i, c].unsqueeze(1).to(device, non_blocking=True)          # (B, 1, L, Dt)
-    lens = ts.text_lens[i, c].unsqueeze(1).to(device, non_blocking=True)     # (B, 1)
-    return experts, ind, text, lens
-
-
-# ---------------------------------------------------------------------------------------------- logging
-def _make_logger(run_dir: Path, quiet: bool) -> logging.Logger:
-    logger = logging.getLogger(f"train.{run_dir}")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    for h in list(logger.handlers):
-        logger.removeHandler(h)
-    fh = logging.FileHandler(run_dir / "train.log")
-    fh.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    logger.addHandler(fh)
-    if not quiet:
-        sh = _TqdmHandler()
-        sh.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(sh)
-    return logger
-
-
-class _TqdmHandler(logging.Handler):
-    def emit(self, record):
-        from tqdm import tqdm
-        tqdm.write(self.format(record), file=sys.stderr)
-
-
-def _silent_logger() -> logging.Logger:
-    """Ranks other than 0 of a distributed run: no train.log, no output."""
-    logger = logging.getLogger("train.silent")
-    logger.propagate = False
-    logger.disabled = True
-    return logger
-
-
-def _close_logger(logger: logging.Logger) -> None:
-    for h in list(logger.handlers):
-        h.close()
-        logger.removeHandler(h)
-
-
-def _fmt(m: dict[str, float]) -> str:
-    return (f"R1 {m['R1']:.1f} R5 {m['R5']:.1f} R10 {m['R10']:.1f} R50 {m['R50']:.1f} "
-            f"MedR {m['MedR']:.1f} MeanR {m['MeanR']:.1f} geom {m[MONITOR]:.2f}")
-
-
-def _multi_relevance(config: dict, split: str, sims: np.ndarray, clip_ids, k: int) -> dict | None:
-    """Metrics against the data set's multi-relevance qrels (``qrels-<split>.trec``, docs/METRICS.md), if any."""
-    from data.clotho import root_feat_dir
-    from data.synthetic import qrels_path
-    from retrieval.qrels_metrics import qrels_file_metrics
-
-    return qrels_file_metrics(sims, qrels_path(root_feat_dir(config), split), clip_ids, k)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -285,12 +139,12 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
         if new_run:
             write_json(run_dir / "config.json", config)
             write_run_env(run_dir, device)
-        logger = _make_logger(run_dir, quiet) if ddp.is_writer else _silent_logger()
+        logger = make_logger(run_dir, quiet) if ddp.is_writer else silent_logger()
         try:
             return _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop_after_epochs,
                         model, data, t_data, dump_splits, splits_loader or load_splits, t_start)
         finally:
-            _close_logger(logger)
+            close_logger(logger)
 
 
 def _check_resumable(run_dir: Path, config: dict, chash: str) -> None:
@@ -404,7 +258,7 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
                         "val_loss": val_loss,
                         "val": val_m, "epoch_s": time.perf_counter() - t_ep})
         logger.info(f"epoch {epoch:3d} lr {lr:.5f} loss {loss_sum / len(plan):.4f} val_loss {val_loss:.4f} | "
-                    f"val t2a {_fmt(val_m)}{' *' if improved else ''} | {time.perf_counter() - t_ep:.1f}s")
+                    f"val t2a {format_metrics(val_m)}{' *' if improved else ''} | {time.perf_counter() - t_ep:.1f}s")
 
         if epoch == epochs:
             break  # no "last" checkpoint after the final epoch: it would be deleted right after the evaluation
@@ -429,112 +283,10 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
     if not ddp.is_writer:
         return run_dir  # distributed: rank 0 evaluates and writes
     del optimizer, scheduler  # ~3x the model size of state, not needed any more (peak memory)
-    model.load_state_dict(best_state)
-    model.eval()
-    eval_device = device
-    if config.get("eval_settings", {}).get("disable_gpu", True) and device.type != "cpu":
-        eval_device = torch.device("cpu")  # the original evaluates on CPU (eval_settings.disable_gpu, the default)
-        model.to(eval_device)
-    best_val = next(h["val"] for h in history if h["epoch"] == best_epoch)
-    source = {"run": run_dir.name, "checkpoint": FINAL_NAME, "config_hash": chash, "seed": seed}
-    save_checkpoint(run_dir / FINAL_NAME, {"state_dict": best_state, "epoch": best_epoch, "config_hash": chash,
-                                           "config": config})
     if "train" not in eval_splits:
         del train
-    todo = [s for s in eval_splits if s not in data]
-    if todo:
-        t0 = time.perf_counter()
-        data.update(splits_loader(config, todo))
-        timings["data_load_s"] += time.perf_counter() - t0
-    results: dict[str, Any] = {}
-    multi_relevance: dict[str, Any] = {}
-    eval_times = {}
-    for split in eval_splits:
-        t_ev = time.perf_counter()
-        ts = data[split]
-        sims = compute_sims(model, ts, eval_device)  # float32 in every mode: the dumped sims are what search.py scores
-        K = ts.captions_per_clip
-        check_finite_sims(sims, split, ts.clip_ids, K)
-        results[split] = both_directions(sims, clip_major_gt_cols(ts.n, K))
-        multi = _multi_relevance(config, split, sims, ts.clip_ids, K)  # extra judgements, when the data has them
-        if multi is not None:
-            multi_relevance[split] = multi
-            logger.info(f"{split} multi-relevance t2a {_fmt(multi['t2a'])} mAP10 {multi['t2a']['mAP10']:.2f} "
-                        f"mAP16 {multi['t2a']['mAP16']:.2f} nDCG10 {multi['t2a']['nDCG10']:.2f} ({multi['file']})")
-        if split in dump_splits:
-            save_sims(run_dir / "sims", split, sims,
-                      build_manifest(split, ts.clip_ids, ts.captions, source, captions_per_clip=K))
-        eval_times[split] = time.perf_counter() - t_ev
-        logger.info(f"{split} ({K} captions/clip, {K * ts.n} x {ts.n}) t2a {_fmt(results[split]['t2a'])}")
-        logger.info(f"{split} a2t {_fmt(results[split]['a2t'])}")
-    timings["eval_s"] = eval_times
-    timings["total_s"] = time.perf_counter() - t_start
-    metrics = {
-        "params": n_params,
-        "best_epoch": best_epoch,
-        "val": best_val,
-        "test": results["test"],
-        "seed": seed,
-        "config_hash": chash,
-        "epochs": epochs,
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "numerics": describe(precision, device),  # what decides the bits: precision, device, threads, kernels
-        "val_all_captions": results.get("val"),
-        "train_all_captions": results.get("train"),
-        "history": history,
-        "timings": timings,
-    }
-    if multi_relevance:
-        metrics["multi_relevance"] = multi_relevance  # {split: {"t2a", "a2t", "file", "graded"}}
-    from trainer.curves import write_run_curves  # curves.png (+ TensorBoard events) from the per-epoch history
-    write_run_curves(run_dir, history, best_epoch, tensorboard=bool(trainer_cfg.get("tensorboard", False)))
-    from utils.outputs import RECORD, write_record  # sizes + sha256 of what readers use; metrics.json: the marker
-    write_record(run_dir, "train.py", files=[p.relative_to(run_dir).as_posix() for p in sorted(run_dir.rglob("*"))
-                                             if p.is_file() and p.name[0] != "." and p.suffix in (".json", ".npy")
-                                             and p.name not in (COMPLETE_MARKER, RECORD)] + [FINAL_NAME])
-    write_json(run_dir / COMPLETE_MARKER, metrics)
-    (run_dir / LAST_NAME).unlink(missing_ok=True)  # run complete: nothing left to resume
-    logger.info(f"done: best epoch {best_epoch}, test t2a R1 {results['test']['t2a']['R1']:.2f} "
-                f"R10 {results['test']['t2a']['R10']:.2f}; {run_dir}")
+    evaluate_and_write(model, best_state, config=config, chash=chash, run_dir=run_dir, device=device, seed=seed,
+                       epochs=epochs, best_epoch=best_epoch, history=history, data=data, eval_splits=eval_splits,
+                       dump_splits=dump_splits, splits_loader=splits_loader, timings=timings, logger=logger,
+                       n_params=n_params, precision=precision, t_start=t_start)
     return run_dir
-
-
-# ---------------------------------------------------------------------------------------------- multi-seed summary
-def summarise_runs(run_dirs: list[Path], save_dir: str | os.PathLike, config_path: str | os.PathLike
-                   ) -> tuple[str, tuple[Path, Path]]:
-    """Mean ± std over seeds of the test metrics (as the original README: sample std, ddof 1, for R@k/MedR/MeanR/mAP10;
-    population std, ddof 0, for the geometric mean). Writes ``summary-<timestamp>.md`` and ``.json`` under
-    ``<save_dir>/<experiment>/``; returns the markdown table and the two paths."""
-    import datetime as _dt
-
-    from retrieval.metrics import METRIC_KEYS
-    from utils.io import write_text
-
-    per_run = [read_json(Path(r) / COMPLETE_MARKER) for r in run_dirs]
-    rows, table = {}, []
-    header = "| dir | " + " | ".join(METRIC_KEYS) + " |"
-    table += [header, "|" + "---|" * (len(METRIC_KEYS) + 1)]
-    for direction in ("t2a", "a2t"):
-        stats = {}
-        for key in METRIC_KEYS:
-            vals = np.array([m["test"][direction][key] for m in per_run], dtype=np.float64)
-            ddof = 0 if key == MONITOR else 1
-            std = float(np.std(vals, ddof=ddof)) if len(vals) > ddof else None
-            stats[key] = {"mean": float(vals.mean()), "std": std, "ddof": ddof, "values": vals.tolist()}
-        rows[direction] = stats
-        cells = [f"{s['mean']:.1f} ({s['std']:.1f})" if s["std"] is not None else f"{s['mean']:.1f}"
-                 for s in stats.values()]
-        table.append(f"| {direction} | " + " | ".join(cells) + " |")
-    exp = experiment_name(config_path)
-    stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    root = Path(save_dir) / exp
-    md_path, json_path = root / f"summary-{stamp}.md", root / f"summary-{stamp}.json"
-    md = (f"# {exp}: test, mean (std) over seeds {[m['seed'] for m in per_run]}\n\n"
-          "std: ddof 1 for R@k, MedR, MeanR, mAP10; ddof 0 for the geometric mean (as the original README).\n\n"
-          + "\n".join(table) + "\n\nruns:\n" + "".join(f"- {r}\n" for r in run_dirs))
-    write_text(md_path, md)
-    write_json(json_path, {"experiment": exp, "seeds": [m["seed"] for m in per_run],
-                           "runs": [str(r) for r in run_dirs], "test": rows,
-                           "best_epochs": [m["best_epoch"] for m in per_run]})
-    return "\n".join(table), (md_path, json_path)
