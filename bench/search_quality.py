@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.clotho import root_feat_dir  # noqa: E402
-from data.synthetic import VAGUE, _parse_events  # noqa: E402
+from data.synthetic_vocab import VAGUE, _parse_events  # noqa: E402
 from fusion import methods  # noqa: E402
 from model.query import QueryEncoder, encode_text, load_run_model  # noqa: E402
 from model.run_index import build_run_index, run_split_fingerprint  # noqa: E402

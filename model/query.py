@@ -5,8 +5,8 @@ Text features follow the run's ``experts.text_feat``, made the way its training 
 * ``minilm``: the offline MiniLM's token vectors of the lowercased word tokens (``data.text_features``). WordPiece
   covers every word, so no word is unknown.
 * ``w2v`` on the synthetic set (its folder holds ``synthetic-meta.json``): the generator's own deterministic word
-  table (``data.synthetic.WordVectors`` with the set's spec). It gives every word a vector (an unseen word gets its
-  own hash-seeded vector, exactly as the generator would), so no word is unknown either.
+  table (``data.synthetic_vocab.WordVectors`` with the set's spec). It gives every word a vector (an unseen word gets
+  its own hash-seeded vector, exactly as the generator would), so no word is unknown either.
 * ``w2v`` on real CLOTHO: the GoogleNews vectors the archive was made with, read from ``--word2vec FILE``. A word
   absent from it (also in Title case) is dropped, as the original's preparation did after its lemma / spelling
   fallbacks; the dropped words are reported; a query with no known word is an error.
@@ -141,7 +141,7 @@ class QueryEncoder:
             from data.text_features import tokenize
             return tokenize(query)
         if self._synthetic is not None:
-            from data.synthetic import _tokenize  # the generator's own tokeniser: same tokens as its captions
+            from data.synthetic_vocab import _tokenize  # the generator's own tokeniser: same tokens as its captions
             return _tokenize(query)
         from data.text_features import tokenize
         return tokenize(query)
@@ -189,7 +189,8 @@ class QueryEncoder:
 
 
 def _synthetic_words(meta_path: Path):
-    from data.synthetic import SyntheticSpec, WordVectors
+    from data.synthetic_generator import SyntheticSpec
+    from data.synthetic_vocab import WordVectors
 
     try:
         spec = json.loads(meta_path.read_text())["spec"]
