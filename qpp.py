@@ -13,7 +13,9 @@ from pathlib import Path
 import qpp  # noqa: F401  (sets OMP_WAIT_POLICY before any OpenMP runtime loads)
 from qpp.features import FEATURE_GROUPS, GROUP_HELP
 from qpp.models import MODEL_HELP, MODELS
-from qpp.run import DEFAULT_FEATURES, FIT_SPLITS, parse_list, run_fork, run_qpp
+from qpp.fork import run_fork
+from qpp.run import DEFAULT_FEATURES, FIT_SPLITS, run_qpp
+from qpp.run_inputs import parse_list
 from qpp.targets import TARGETS
 from qpp.weights import MAPPINGS
 from utils.cli import ArgumentParser, int_in, positive_float, seed_int

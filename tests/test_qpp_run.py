@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 import qpp as _qpp  # noqa: F401
-from qpp.run import make_synthetic_run, run_qpp
+from qpp.run import run_qpp
+from qpp.synthetic_run import make_synthetic_run
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--features", "score,variation", "--models", "linear,xgboost,tree", "--n-resamples", "500", "--no-plots"]

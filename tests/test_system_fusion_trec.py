@@ -10,7 +10,7 @@ import pytest
 import qpp as qpp_cli_pkg  # noqa: F401  (sets the OpenMP policy like qpp.py)
 from fusion.run import build_parser, main_from_args
 from fusion.trec_input import manifest_from_qrels, sims_from_trec_run
-from qpp.run import make_synthetic_run
+from qpp.synthetic_run import make_synthetic_run
 from retrieval.sims_io import load_sims
 from retrieval.trec import write_trec_qrels, write_trec_run
 from utils.errors import run_cli

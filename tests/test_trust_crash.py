@@ -117,7 +117,7 @@ def _qpp(argv):
 
 @pytest.fixture(scope="module")
 def done_run(tmp_path_factory):
-    from qpp.run import make_synthetic_run
+    from qpp.synthetic_run import make_synthetic_run
     return make_synthetic_run(tmp_path_factory.mktemp("crashrun") / "run", {"val": 30, "test": 40}, seed=3)
 
 
