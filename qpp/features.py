@@ -365,4 +365,25 @@ def build_matrix(blocks: list[str], fit: SplitFeatures, fit_rows: np.ndarray, ev
             xf.append(a)
             xe.append(e)
             names += block_names(b, dim=a.shape[1])
-    return np.hstack(xf), np.hstack(xe), names
+    x_fit, x_eval = np.hstack(xf), np.hstack(xe)
+    flatten_constant_columns(x_fit, x_eval)
+    return x_fit, x_eval, names
+
+
+def flatten_constant_columns(x_fit: np.ndarray, x_eval: np.ndarray, rtol: float = 1e-9) -> np.ndarray:
+    """Set every feature that is constant over the fitting rows (up to rounding) to that constant, on both sides.
+
+    Such a feature carries nothing a model can learn, but when its fitting values differ only by rounding (a top-50
+    statistic when the fitting collection has <= 50 clips: std ~1e-17), a standardising model (linear, mlp) divides
+    by that noise and its predictions blew up to ~1e14 on the evaluation rows, where the feature does vary. In place;
+    returns the mask of flattened columns.
+    """
+    if len(x_fit) == 0:
+        return np.zeros(x_fit.shape[1], dtype=bool)
+    span = x_fit.max(axis=0) - x_fit.min(axis=0)
+    constant = span <= rtol * np.maximum(1.0, np.abs(x_fit).max(axis=0))
+    if constant.any():
+        level = x_fit[:, constant].mean(axis=0)
+        x_fit[:, constant] = level
+        x_eval[:, constant] = level
+    return constant

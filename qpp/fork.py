@@ -54,7 +54,7 @@ def run_fork(run_dir: str | Path, *, seed: int = 0, device: str = "cpu", out_dir
     fusion_rows["combsum"] = metrics_from_ranks(cs)
     sig = {}
     for m in ("linear", "mlp", "gbr", "tree"):
-        p = fit_predict(m, x_tr, y_tr, x_ev, k, seed, model=fork_model(m))
+        p = fit_predict(m, x_tr, y_tr, x_ev, k, seed, model=fork_model(m, seed))
         preds[("minilm", m)] = p
         results[m] = evaluate(y_ev, p, k)
         for mapping in ("fork", "rank"):

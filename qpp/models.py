@@ -12,7 +12,8 @@ All are seeded and sized so the default run stays fast on 2 CPU cores (docs/QPP.
   the clip-relative goodness ``max(y) − y`` of the badness target; it outputs a score (higher = better) that
   :func:`fit_predict` negates so every model returns a *badness* prediction (lower = predicted better).
 
-``fork_model(name)`` gives the fork's exact settings (MLP random_state 1, max_iter 500; GBR and LR defaults).
+``fork_model(name, seed)`` gives the fork's settings (MLP random_state 1, max_iter 500; GBR, tree and LR defaults,
+with GBR and the tree seeded: the fork left them unseeded).
 """
 from __future__ import annotations
 
@@ -63,8 +64,12 @@ def make_model(name: str, seed: int = 0):
     raise ValueError(name)
 
 
-def fork_model(name: str):
-    """The fork's regressors, with its settings (QPP notebook `classify`)."""
+def fork_model(name: str, seed: int = 0):
+    """The fork's regressors, with its settings (QPP notebook `classify`).
+
+    The fork left GradientBoostingRegressor and DecisionTreeRegressor unseeded, so its numbers changed from run to
+    run (both draw feature orders at random); here ``seed`` fixes that draw: same seed, same numbers.
+    """
     from sklearn.ensemble import GradientBoostingRegressor
     from sklearn.linear_model import LinearRegression
     from sklearn.neural_network import MLPRegressor
@@ -72,8 +77,8 @@ def fork_model(name: str):
 
     return {"linear": lambda: LinearRegression(),
             "mlp": lambda: MLPRegressor(random_state=1, max_iter=500),
-            "gbr": lambda: GradientBoostingRegressor(),
-            "tree": lambda: DecisionTreeRegressor()}[name]()
+            "gbr": lambda: GradientBoostingRegressor(random_state=seed),
+            "tree": lambda: DecisionTreeRegressor(random_state=seed)}[name]()
 
 
 def fit_predict(name: str, x_fit: np.ndarray, y_fit: np.ndarray, x_eval: np.ndarray, k: int, seed: int = 0,

@@ -128,3 +128,47 @@ def test_eval_from_training_config(run_dir, tmp_path):
     code = _main(["--config", str(REPO / "configs/clotho-synthetic/tiny-ce.json"), "--eval_from_training_config",
                   "--custom_args", f"trainer.save_dir={save}", "--out", str(tmp_path / "o")] + FAST)
     assert code == 0 and (tmp_path / "o" / "results.json").is_file()
+
+
+def test_a_feature_constant_over_the_fitting_queries_cannot_blow_up_the_predictions(tmp_path):
+    """40 fitting clips: top-50 statistics are constant up to rounding there (std ~1e-17) but vary over 60 test
+    clips. Standardised by that noise, the linear model's predictions were ~1e14; the column is now flattened."""
+    from qpp.features import SplitFeatures, build_matrix
+    from qpp.models import fit_predict
+    from qpp.run_inputs import load_split
+    from qpp.targets import badness, compute_targets
+
+    run = make_synthetic_run(tmp_path / "run", {"val": 40, "test": 60}, seed=7)
+    (fs, fm), (es, em) = load_split(run, "val"), load_split(run, "test")
+    k = fm.captions_per_clip
+    fit, ev = SplitFeatures(fs, fm.captions, k), SplitFeatures(es, em.captions, k)
+    rows_fit, rows_ev = np.arange(len(fm.query_ids)), np.arange(len(em.query_ids))
+    x_fit, x_ev, names = build_matrix(["score", "variation"], fit, rows_fit, ev, rows_ev)
+    for name in ("z_nqc_std50", "z_wig50"):
+        col = names.index(name)
+        assert np.all(x_fit[:, col] == x_fit[0, col]) and np.all(x_ev[:, col] == x_fit[0, col])
+    assert np.ptp(x_ev[:, names.index("top1")]) > 0  # ordinary features untouched
+    y_fit = badness(compute_targets(fs, fm.gt_cols())["rr"], "rr")
+    for model in ("linear", "mlp"):
+        pred = fit_predict(model, x_fit, y_fit, x_ev, k)
+        assert np.all(np.isfinite(pred)) and np.abs(pred).max() < 10, (model, np.abs(pred).max())
+    out = tmp_path / "qpp"
+    assert _main(["--run", str(run), "--out", str(out), "--features", "score", "--models", "linear,mlp",
+                  "--n-resamples", "200", "--no-plots"]) == 0
+    table = pd.read_csv(out / "predictions.csv")
+    assert table.filter(like="pred_").abs().to_numpy().max() < 10
+
+
+def test_reproduce_fork_runs_and_the_same_seed_gives_the_same_numbers(tmp_path):
+    """The fork left GradientBoostingRegressor and DecisionTreeRegressor unseeded; here --seed fixes them."""
+    run = make_synthetic_run(tmp_path / "run", {"train": 30, "val": 10, "test": 30}, seed=3)
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert _main(["--run", str(run), "--reproduce-fork", "--out", str(out), "--seed", "5",
+                      "--n-resamples", "200", "--no-plots"]) == 0
+        res = json.loads((out / "results.json").read_text())
+        res.pop("timings_s", None)
+        outs.append(res)
+    assert set(outs[0]["models"]) == {"linear", "mlp", "gbr", "tree"}
+    assert outs[0]["models"] == outs[1]["models"] and outs[0]["fusion"] == outs[1]["fusion"]
