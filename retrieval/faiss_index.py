@@ -38,6 +38,16 @@ def default_nlist(n: int) -> int:
     return max(1, min(int(round(math.sqrt(n))), n // 39 or 1))
 
 
+def default_train_size(n: int, nlist: int) -> int:
+    """IVF k-means training vectors: 64 per cell (at least 10,000), at most the whole collection."""
+    return min(n, max(64 * nlist, 10000))
+
+
+def default_nprobe(nlist: int) -> int:
+    """Cells an IVF search visits by default: a quarter of them (docs/SEARCH.md has the recall this buys)."""
+    return max(1, nlist // 4)
+
+
 def empty_faiss(kind: str, d: int, *, train: np.ndarray | None = None, nlist: int | None = None, hnsw_m: int = 32,
                 ef_construction: int = 64, seed: int = 0, niter: int = 10):
     """A trained, empty FAISS inner-product index of ``kind``; IVF trains its k-means cells on ``train``."""
@@ -72,7 +82,7 @@ def build_faiss(vectors: np.ndarray, kind: str, *, nlist: int | None = None, tra
     train = None
     if kind == "ivf":
         nlist = nlist or default_nlist(n)
-        m = min(n, train_size or max(64 * nlist, 10000))
+        m = min(n, train_size or default_train_size(n, nlist))
         rows = np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False)) if m < n else np.arange(n)
         train = vectors[rows]
     index = empty_faiss(kind, d, train=train, nlist=nlist, seed=seed, **opts)
@@ -105,7 +115,7 @@ class FaissSearcher:
             if not pattern.any():
                 continue  # clips with no expert cannot be scored (NaN in the model): never returned
             sub = build_faiss(x[start:stop], kind, **build)
-            probe = nprobe or max(1, getattr(sub, "nlist", 4) // 4)
+            probe = nprobe or default_nprobe(getattr(sub, "nlist", 4))
             set_search_params(sub, nprobe=probe, ef_search=ef_search)
             self.parts.append((pattern, start, stop, sub))
 
