@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 from utils.openmp_env import configure_openmp_waiting  # noqa: E402 - as train.py: before torch loads OpenMP
+from step_setup import cpu_seconds  # noqa: E402 - bench/ (the script's folder) is on sys.path
 
 configure_openmp_waiting()
 
@@ -112,9 +113,9 @@ def _train_one(args, precision: str) -> dict:
     config = load_config(args.config, custom)
     device = resolve_device(args.device)
     ensure_data(config)  # generate the synthetic set first if missing (not timed)
-    cpu0, t0 = _cpu_s(), time.perf_counter()
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
     run = fit(config, args.config, device, quiet=True, threads=args.threads)
-    total, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
+    total, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
     m = json.loads((run / "metrics.json").read_text())
     tm, hist = m["timings"], m["history"]
     steps = sum(h["steps"] for h in hist)
@@ -131,9 +132,6 @@ def _train_one(args, precision: str) -> dict:
     return res
 
 
-def _cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
 
 
 # ---------------------------------------------------------------------------------------------- per-step timings
@@ -141,61 +139,21 @@ def _step_bench(modes: list[str], args) -> None:
     """Training steps of each mode back to back (same model, same random batch of the training shapes)."""
     import torch
 
-    from data.clotho import EXPERT_DIMS, TEXT_DIMS
-    from model.build import build_model
-    from model.loss import MaxMarginRankingLoss
-    from trainer.optim import build_optimizer
-    from trainer.export import TensorSplit
-    from trainer.precision import autocast, prepare_model, prepare_optimizer, store_features
-    from trainer.runtime import configure_torch, resolve_device
-    from utils.config import load_config
+    from step_setup import build_step
 
-    config = load_config(args.config, args.custom_args)
-    device = resolve_device(args.device)
-    configure_torch(device, args.threads)
-    torch.manual_seed(0)
-    model = build_model(config).to(device)
-    optimizer = build_optimizer(config, model.parameters())
-    criterion = MaxMarginRankingLoss()
-    a = config["data_loader"]["args"]
-    B, T = int(a["batch_size"]), a["max_tokens"]
-    g = torch.Generator().manual_seed(0)
-    experts = {m: torch.randn(B, T[m], EXPERT_DIMS[m], generator=g).to(device) for m in model.modalities}
-    ind = {m: torch.ones(B, dtype=torch.bool, device=device) for m in model.modalities}
-    text = torch.randn(B, 1, T["text"], TEXT_DIMS[config["experts"]["text_feat"]], generator=g).to(device)
-    lens = torch.full((B, 1), T["text"], device=device)
-
-    # the features as the trainer stores them for each mode (bf16: a bfloat16 copy)
-    batch = TensorSplit("bench", [str(i) for i in range(B)], [], experts, ind, text, lens)
-    inputs = {mode: store_features(batch, mode) for mode in modes}
-
-    def step(mode: str) -> tuple[float, float]:
-        prepare_model(model, mode)
-        prepare_optimizer(optimizer, mode)
-        mode_experts, mode_text = inputs[mode].experts, inputs[mode].text
-        c0, t0 = _cpu_s(), time.perf_counter()
-        with autocast(mode, device):
-            sims = model(mode_experts, ind, mode_text, lens)
-        criterion(sims).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - t0, _cpu_s() - c0
-
+    bench = build_step(args.config, args.custom_args, args.device, args.threads, modes)
     times: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
     for _ in range(max(1, args.step_rounds)):
         for mode in modes:
-            step(mode)  # warm-up after the switch
-            times[mode] += [step(mode) for _ in range(3)]
+            bench.step(mode)  # warm-up after the switch
+            times[mode] += [bench.step(mode) for _ in range(3)]
     base = _median([w for w, _ in times[modes[0]]])
-    print(f"training steps back to back (batch {B}, {args.step_rounds} rounds x 3 steps per mode, "
+    print(f"training steps back to back (batch {bench.batch_size}, {args.step_rounds} rounds x 3 steps per mode, "
           f"{torch.get_num_threads()} threads):")
     for mode in modes:
         wall, cpu = _median([w for w, _ in times[mode]]), _median([c for _, c in times[mode]])
         print(f"  {mode:8s} median {wall * 1000:7.1f} ms wall, {cpu * 1000:7.1f} ms CPU   "
               f"x{base / wall:.2f} vs {modes[0]}", flush=True)
-    del model, optimizer
 
 
 def _median(xs: list[float]) -> float:
