@@ -9,10 +9,20 @@ from typing import Sequence
 from fusion.registry import FUSERS, get_fuser, get_normalizer
 from fusion.system_inputs import System, load_systems
 from fusion.systems import GRID_LIMIT, LEARNED, run_system_fusion
+from utils.cli import float_in
 from utils.errors import UserError
 from utils.io import write_json
 
 OPTIMIZE_METRICS = ("mAP10", "R1", "R5", "R10", "geometric_mean_R1-R5-R10")  # higher is better
+_STEP_RANGE = float_in(0.01, 0.5)  # at least 2 steps; at most 100 (the grid grows as steps^(systems-1))
+
+
+def weights_step(text: str) -> float:
+    """``--weights-step``: a step in [0.01, 0.5] that divides 1 into whole steps, so the grid reaches 0 and 1."""
+    value = _STEP_RANGE(text)
+    if abs(round(1 / value) * value - 1) > 1e-9:
+        raise argparse.ArgumentTypeError(f"{text}: must divide 1 into whole steps (e.g. 0.1, 0.05, 0.25)")
+    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,7 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights-search", dest="weights_search", default="auto", choices=("auto", "grid", "coordinate"),
                    help="grid: every weight vector on the simplex with step --weights-step; coordinate: coordinate "
                    f"ascent over 0..1; auto (default): grid up to {GRID_LIMIT} points")
-    g.add_argument("--weights-step", dest="weights_step", type=float, default=0.1, help="weight grid step (0.1)")
+    g.add_argument("--weights-step", dest="weights_step", type=weights_step, default=0.1,
+                   help="weight grid step, dividing 1 into 2 to 100 steps (default 0.1)")
     g.add_argument("--optimize-metric", dest="optimize_metric", default="mAP10", choices=OPTIMIZE_METRICS,
                    help="val metric (caption queries) the weights and the best single system are chosen by (mAP10)")
 
@@ -66,8 +77,6 @@ def main_from_args(args: argparse.Namespace) -> dict:
                         "(use --systems-methods / --captions-method)")
     if args.val_qrels and not args.val_runs:
         raise UserError("--val-qrels needs --val-runs")
-    if not 0 < args.weights_step <= 0.5 or abs(round(1 / args.weights_step) * args.weights_step - 1) > 1e-9:
-        raise UserError(f"--weights-step must divide 1 into at least 2 steps (e.g. 0.1, 0.05, 0.25), got {args.weights_step}")
     for flag, value, low in (("--depth", args.depth, 1), ("--rrf_k", args.rrf_k, 0), ("--resamples", args.resamples, 1)):
         if value < low:
             raise UserError(f"{flag} must be >= {low}, got {value}")
