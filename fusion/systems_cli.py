@@ -12,6 +12,7 @@ from fusion.systems import GRID_LIMIT, LEARNED, run_system_fusion
 from utils.cli import float_in
 from utils.errors import UserError
 from utils.io import write_json
+from utils.outputs import check_target, output_set
 
 OPTIMIZE_METRICS = ("mAP10", "R1", "R5", "R10", "geometric_mean_R1-R5-R10")  # higher is better
 _STEP_RANGE = float_in(0.01, 0.5)  # at least 2 steps; at most 100 (the grid grows as steps^(systems-1))
@@ -105,20 +106,27 @@ def main_from_args(args: argparse.Namespace) -> dict:
                             "(run folders with sims/val.npy, or --val-runs)")
         methods.remove(LEARNED)
     out = Path(args.out) if args.out else _default_out(systems)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
-    from fusion.system_report import format_table, write_markdown
+    check_target(out)  # absent or a previous output set (never a file or a foreign folder)
+    from fusion.system_report import format_table
+    with output_set(out, writer="fusion.py --runs") as tmp:  # built aside, recorded, swapped in (utils/outputs)
+        results = _fuse(systems, tmp, methods, eval_qrels, args)
+    if not args.quiet:
+        print(format_table(results))
+        print(f"wrote {out}/results.json, results.md, weights.json" + (", risk-reward.png" if args.plot else ""))
+    return results
+
+
+def _fuse(systems: Sequence[System], tmp: Path, methods: list[str], eval_qrels, args: argparse.Namespace) -> dict:
+    """Every file of the output set, written into the temporary folder ``tmp``; results.json last."""
+    from fusion.system_report import write_markdown
     results = run_system_fusion(
-        systems, out, methods, systems_norm=args.systems_norm, captions_method=args.captions_method,
+        systems, tmp, methods, systems_norm=args.systems_norm, captions_method=args.captions_method,
         params={"norm": args.norm, "depth": args.depth, "k": args.rrf_k}, search=args.weights_search,
         step=args.weights_step, metric=args.optimize_metric, device=args.device, resamples=args.resamples,
         plot=args.plot, progress=not args.quiet, eval_qrels=eval_qrels and (args.eval_qrels, eval_qrels),
         command=" ".join(["python fusion.py"] + [shlex.quote(a) for a in getattr(args, "argv", None) or ["--runs", *args.runs]]))
-    write_markdown(out / "results.md", results)
-    write_json(out / "results.json", results)  # last: its presence means the folder is complete
-    if not args.quiet:
-        print(format_table(results))
-        print(f"wrote {out}/results.json, results.md, weights.json" + (", risk-reward.png" if args.plot else ""))
+    write_markdown(tmp / "results.md", results)
+    write_json(tmp / "results.json", results)
     return results
 
 
