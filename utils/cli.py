@@ -6,6 +6,9 @@
 * Type functions check the value range, not only the type: ``type=positive_int`` rejects ``--epochs 0`` at parse
   time with ``argument --epochs: 0: must be >= 1``. Build others with :func:`int_in` / :func:`float_in`, and
   lists / shapes (``--dims 768,768``, ``--stream 100x1000``) with :func:`int_list`.
+
+Every command-line parser of the toolkit (scripts and benchmarks included) is this class, and no flag uses a bare
+``type=int`` / ``type=float``: tests/test_trust_flags.py checks both over the whole repository.
 """
 from __future__ import annotations
 
