@@ -18,19 +18,15 @@ from typing import Sequence
 import numpy as np
 
 from retrieval.faiss_index import DEFAULT_EF_SEARCH
+from utils.cli import ArgumentParser, nonneg_int, positive_int, thread_count_or_0
 from utils.errors import UserError, run_cli
 
 FUSIONS = ("combsum", "rrf", "qpp")
 BACKENDS = ("auto", "numpy", "flat", "ivf", "hnsw")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2 (via run_cli)
-        raise UserError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="search.py", formatter_class=argparse.RawDescriptionHelpFormatter, description=(
+    p = ArgumentParser(prog="search.py", formatter_class=argparse.RawDescriptionHelpFormatter, description=(
         "Search the clips of a trained run with typed text. Each QUERY is one phrasing of the same need; several "
         "phrasings are fused into one ranking. Prints the top-k clips with their scores, ids and captions.\n\n"
         "  python search.py --run data/saved/EXP/RUN \"a dog barks while rain falls\" \"rain on a roof, a dog\"\n"
@@ -45,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "experts extracted from the audio)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"),
                    help="which split's clips to search (default test)")
-    p.add_argument("--k", type=int, default=10, help="how many clips to return (default 10)")
+    p.add_argument("--k", type=positive_int, default=10, help="how many clips to return (default 10)")
     p.add_argument("--fusion", default="combsum", choices=FUSIONS,
                    help="how several phrasings are fused: combsum (sum of scores, default), rrf (reciprocal rank "
                         "fusion, k=60), qpp (CombSum weighted by the run's QPP stage; see docs/SEARCH.md)")
@@ -58,15 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="numpy: exact matrix product; flat: FAISS exact; ivf / hnsw: FAISS approximate; auto "
                         "(default): numpy below --faiss-threshold clips, ivf above")
-    p.add_argument("--faiss-threshold", dest="faiss_threshold", type=int, default=200_000,
+    p.add_argument("--faiss-threshold", dest="faiss_threshold", type=nonneg_int, default=200_000,
                    help="clips from which --backend auto switches to FAISS IVF (default 200000)")
-    p.add_argument("--nprobe", type=int, default=0,
+    p.add_argument("--nprobe", type=nonneg_int, default=0,
                    help="IVF cells searched (default 0 = a quarter of the cells: recall@10 0.956 at 1M clips on the "
                         "hard case of bench/bench_search.py --like)")
-    p.add_argument("--ef-search", dest="ef_search", type=int, default=DEFAULT_EF_SEARCH,
+    p.add_argument("--ef-search", dest="ef_search", type=positive_int, default=DEFAULT_EF_SEARCH,
                    help=f"HNSW candidates per search (default {DEFAULT_EF_SEARCH}: recall@10 0.978 at 1M clips on the "
                         "hard case of bench/bench_search.py --like; 128 gave 0.643)")
-    p.add_argument("--depth", type=int, default=200,
+    p.add_argument("--depth", type=positive_int, default=200,
                    help="FAISS back ends: candidates per phrasing, re-scored exactly and fused (default 200)")
     p.add_argument("--rebuild-index", dest="rebuild", action="store_true", help="rebuild the saved index")
     p.add_argument("--vggish-weights", dest="vggish_weights", metavar="PATH",
@@ -74,24 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index-dir", dest="index_dir", metavar="DIR",
                    help="--audio: where feature caches and zero-shot indexes live (default data/saved/audio-index; "
                         "a run's audio index goes to RUN/index/audio-<folder>)")
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--threads", type=thread_count_or_0, default=0,
                    help="torch CPU threads (default: torch's own; 1 is faster for single queries on a busy machine)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    if args.k <= 0:
-        raise UserError(f"--k: must be >= 1, got {args.k}")
-    if args.depth <= 0 or args.nprobe < 0 or args.ef_search <= 0 or args.faiss_threshold < 0:
-        raise UserError("--depth and --ef-search must be >= 1, --nprobe and --faiss-threshold >= 0")
     if not args.queries:
         raise UserError("QUERY: give at least one text to search for")
     for i, q in enumerate(args.queries, start=1):
         if not q.strip():
             raise UserError(f"query {i}: empty text")
-    if args.threads < 0:
-        raise UserError(f"--threads: must be >= 0, got {args.threads}")
     if args.threads:
         import torch
 

@@ -14,7 +14,7 @@ from utils.openmp_env import configure_openmp_waiting  # noqa: E402 - must prece
 
 configure_openmp_waiting()
 
-from utils.cli import ArgumentParser, positive_int
+from utils.cli import ArgumentParser, positive_int, thread_count
 from utils.errors import UserError, exit_process, run_cli
 
 
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive_int, default=None, help="shorthand for trainer.epochs=N")
     p.add_argument("--mini_train", action="store_true",
                    help="shorthand for trainer.mini_train=true: only 5 batches per epoch (smoke tests)")
-    p.add_argument("--threads", type=positive_int, default=None,
+    p.add_argument("--threads", type=thread_count, default=None,
                    help="torch CPU threads (default: $OMP_NUM_THREADS, else all available CPUs; with --resume the "
                         "count recorded in the run's run.json, since the count changes the numbers); on a CPU shared "
                         "with other busy processes 1 can be much faster")

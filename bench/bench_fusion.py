@@ -22,6 +22,18 @@ from fusion.registry import fuse  # noqa: E402
 from retrieval.metrics import clip_major_gt_cols, gt_ranks_a2t, gt_ranks_t2a, metrics_from_ranks  # noqa: E402
 
 
+def large_shape(text: str) -> tuple[int, int] | None:
+    """``--large ROWSxCOLS`` (rows a multiple of cols: K captions per clip) or ``none``."""
+    from utils.cli import int_list
+
+    if text == "none":
+        return None
+    rows, cols = int_list(1, sep="x", length=2)(text)
+    if rows % cols:
+        raise argparse.ArgumentTypeError(f"{text}: rows must be a multiple of columns (K caption rows per clip)")
+    return rows, cols
+
+
 def best_of(fn, repeat):
     best, out = float("inf"), None
     for _ in range(repeat):
@@ -145,7 +157,7 @@ def bench_clotho(args):
 def bench_large(args):
     from bench.bench_metrics import PeakMemory
 
-    n_rows, n = (int(v) for v in args.large.lower().split("x"))
+    n_rows, n = args.large
     k = n_rows // n
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         path = Path(tmp) / "large.npy"
@@ -188,16 +200,23 @@ def main(argv=None):
 
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeat", type=positive_int, default=3, help="best of this many runs (default 3)")
-    p.add_argument("--large", default="50000x10000", help="rows x columns of the large memmapped matrix, or 'none'")
+    p.add_argument("--large", type=large_shape, default="50000x10000",
+                   help="ROWSxCOLS of the large memmapped matrix (rows a multiple of cols), or 'none'")
     p.add_argument("--large-methods", default="combsum,combmax,combmnz,rrf",
                    help="fusion methods run on the large matrix (comma-separated)")
     p.add_argument("--skip-clotho", action="store_true", help="only the large-matrix part")
     p.add_argument("--tmp", default=None, help="folder for the large memmap (default the system temp)")
     p.add_argument("--no-ranx", action="store_true", help="skip the ranx comparison")
     args = p.parse_args(argv)
+    from fusion.registry import FUSERS
+    from utils.errors import UserError
+
+    unknown = [m for m in args.large_methods.split(",") if m not in FUSERS]
+    if unknown:  # before the large matrix is written
+        raise UserError(f"--large-methods {unknown[0]!r}: unknown fusion method; valid: {', '.join(FUSERS)}")
     if not args.skip_clotho:
         bench_clotho(args)
-    if args.large != "none":
+    if args.large is not None:
         bench_large(args)
 
 

@@ -27,6 +27,8 @@ from retrieval.metrics import clip_major_gt_cols, gt_ranks_a2t, gt_ranks_t2a, me
 from retrieval.qrels import Qrels  # noqa: E402
 from retrieval.qrels_metrics import qrels_metrics  # noqa: E402
 from retrieval.streaming import embedding_scorer, stream_gt_ranks  # noqa: E402
+from utils.cli import ArgumentParser, float_in, int_list, positive_int, thread_count  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
 
 
 # ----- the original's sort-based algorithm, re-implemented straightforwardly --------------------------------------
@@ -188,7 +190,7 @@ def bench_qrels(args):
 
 
 def bench_stream(args):
-    n_q, n_c = (int(v) for v in args.stream.lower().split("x"))
+    n_q, n_c = args.stream
     run_q = max(1, int(round(n_q * args.fraction)))
     rng = np.random.default_rng(2)
     print(f"\nstreaming evaluation: {n_q} queries x {n_c} clips, random {args.dim}-d float32 embeddings; "
@@ -243,18 +245,21 @@ def bench_ranx(args):
           f"(ours, DCASE / trec_eval denominator, mAP10 {ours['mAP10']:.4f})")
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeat", type=int, default=5, help="best of this many runs (default 5)")
+def main(argv=None):
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeat", type=positive_int, default=5, help="best of this many runs (default 5)")
     p.add_argument("--sims", default=None, help="time the two directions on this matrix (a run folder or .npy with "
                    "manifest, e.g. a train.py run's sims/test.npy) instead of random scores")
-    p.add_argument("--stream", default=None, help="QxN: stream-evaluate Q queries against N clips (e.g. 100000x1000000)")
-    p.add_argument("--dim", type=int, default=16, help="embedding size for --stream (default 16)")
-    p.add_argument("--fraction", type=float, default=1.0, help="share of the --stream queries to run (extrapolated)")
-    p.add_argument("--workers", type=int, default=1, help="threads for --stream (BLAS limited to 1 per thread)")
+    p.add_argument("--stream", type=int_list(1, sep="x", length=2), default=None,
+                   help="QxN: stream-evaluate Q queries against N clips (e.g. 100000x1000000)")
+    p.add_argument("--dim", type=positive_int, default=16, help="embedding size for --stream (default 16)")
+    p.add_argument("--fraction", type=float_in(0.0, 1.0, low_open=True), default=1.0,
+                   help="share (0, 1] of the --stream queries to run (extrapolated)")
+    p.add_argument("--workers", type=thread_count, default=1,
+                   help="threads for --stream (BLAS limited to 1 per thread)")
     p.add_argument("--ranx", action="store_true", help="check that ranx reads our TREC run/qrels files (slow JIT)")
     p.add_argument("--only-stream", action="store_true", help="skip the CLOTHO-size sections")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if not args.only_stream:
         bench_directions(args)
         bench_qrels(args)
@@ -265,4 +270,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

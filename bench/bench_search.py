@@ -29,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from retrieval.faiss_index import DEFAULT_EF_SEARCH, empty_faiss, set_search_params  # noqa: E402
 from retrieval.trec import top_k  # noqa: E402
+from utils.cli import ArgumentParser, int_list, nonneg_int, positive_int, thread_count_or_0  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
 
 CHUNK = 65536
 
@@ -146,24 +148,25 @@ def recall(found, exact):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=1_000_000, help="clips in the collection (default 1,000,000)")
-    ap.add_argument("--dims", default="768,768", help="embedding size per expert (default CE's 768,768)")
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=positive_int, default=1_000_000, help="clips in the collection (default 1,000,000)")
+    ap.add_argument("--dims", type=int_list(1), default="768,768",
+                    help="embedding size per expert (default CE's 768,768)")
     ap.add_argument("--data", default="clustered", choices=("clustered", "random"))
     ap.add_argument("--like", metavar="RUN", help="instead of --data: clips from a Gaussian fitted to RUN's saved "
                                                   "test index (search.py builds it), queries = RUN's real query "
                                                   "vectors for random test captions")
-    ap.add_argument("--clusters", type=int, default=2000, help="latent event centres (clustered data)")
-    ap.add_argument("--queries", type=int, default=200, help="queries for recall (default 200)")
-    ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--nlist", type=int, default=0, help="IVF cells (default ≈ sqrt(n))")
-    ap.add_argument("--train-size", type=int, default=0, help="IVF training vectors (default 40 x nlist)")
-    ap.add_argument("--nprobe", default="4,8,16,32,64", help="IVF nprobe values to sweep")
-    ap.add_argument("--hnsw-n", type=int, default=50_000, help="clips for the HNSW run (0: skip; its build is "
+    ap.add_argument("--clusters", type=positive_int, default=2000, help="latent event centres (clustered data)")
+    ap.add_argument("--queries", type=positive_int, default=200, help="queries for recall (default 200)")
+    ap.add_argument("--k", type=positive_int, default=10)
+    ap.add_argument("--nlist", type=nonneg_int, default=0, help="IVF cells (default ≈ sqrt(n))")
+    ap.add_argument("--train-size", type=nonneg_int, default=0, help="IVF training vectors (default 40 x nlist)")
+    ap.add_argument("--nprobe", type=int_list(1), default="4,8,16,32,64", help="IVF nprobe values to sweep")
+    ap.add_argument("--hnsw-n", type=nonneg_int, default=50_000, help="clips for the HNSW run (0: skip; its build is "
                                                                   "slow on 2 cores, so it runs on a prefix)")
-    ap.add_argument("--ef-search", default=f"16,32,64,128,512,{DEFAULT_EF_SEARCH}",
+    ap.add_argument("--ef-search", type=int_list(1), default=f"16,32,64,128,512,{DEFAULT_EF_SEARCH}",
                     help=f"HNSW efSearch values to sweep ({DEFAULT_EF_SEARCH}: search.py's default)")
-    ap.add_argument("--threads", type=int, default=0, help="FAISS OpenMP threads (default: FAISS's own)")
+    ap.add_argument("--threads", type=thread_count_or_0, default=0, help="FAISS OpenMP threads (default: FAISS's own)")
     ap.add_argument("--out", default="bench/out/bench_search.json")
     args = ap.parse_args(argv)
     import faiss
@@ -175,7 +178,7 @@ def main(argv=None):
         dims = col.dims
         args.data = f"like {args.like}"
     else:
-        dims = [int(x) for x in args.dims.split(",")]
+        dims = args.dims
         col = Collection(dims, args.clusters, data=args.data)
     d, n, k = sum(dims), args.n, args.k
     queries = col.queries(args.queries)
@@ -235,7 +238,7 @@ def main(argv=None):
                   "build_s": t_train + t_add, "memory_gib": mem_ivf, "sweep": []}
     print(f"ivf    : nlist {nlist}, train {t_train:.1f}s on {train_n:,}, add {t_add:.1f}s "
           f"(+{t_regen:.1f}s regenerating), +{mem_ivf:.2f} GiB")
-    for nprobe in [int(x) for x in args.nprobe.split(",")]:
+    for nprobe in args.nprobe:
         set_search_params(ivf, nprobe=nprobe)
         _, c = ivf.search(queries, k)
         one, per = latency(lambda v: ivf.search(v, k), queries)
@@ -261,7 +264,7 @@ def main(argv=None):
         res["hnsw"]["numpy_same_n"] = {"query_s": one, "batched_query_s": per}
         print(f"hnsw   : {m:,} clips, build {t_build:.1f}s, +{mem_h:.2f} GiB (numpy on the same {m:,}: 1 query "
               f"{one * 1e3:.2f} ms)")
-        for ef in [int(x) for x in args.ef_search.split(",")]:
+        for ef in args.ef_search:
             set_search_params(hnsw, ef_search=ef)
             _, c = hnsw.search(queries, k)
             one, per = latency(lambda v: hnsw.search(v, k), queries)
@@ -277,4 +280,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -43,16 +43,16 @@ TARGET_S, TARGET_GB = 54.0, 2.0
 
 
 def _parser() -> argparse.ArgumentParser:
-    from utils.cli import ArgumentParser, positive_int
+    from utils.cli import ArgumentParser, nonneg_int, positive_int, thread_count
 
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(REPO / "configs/clotho-synthetic/train-vggish-vggsound.json"))
     p.add_argument("--precisions", default="float32,bf16", help="comma-separated modes to compare (first = baseline)")
     p.add_argument("--epochs", type=positive_int, default=20)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: all available)")
+    p.add_argument("--threads", type=thread_count, default=None, help="torch CPU threads (default: all available)")
     p.add_argument("--custom_args", default=None, help="extra config overrides")
-    p.add_argument("--step-rounds", type=int, default=3, help="rounds of back-to-back step timings (0: skip)")
+    p.add_argument("--step-rounds", type=nonneg_int, default=3, help="rounds of back-to-back step timings (0: skip)")
     p.add_argument("--steps-only", action="store_true", help="only the back-to-back step timings (no full runs)")
     p.add_argument("--keep", action="store_true", help="keep the run folders (default: delete them afterwards)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child: train this precision, print JSON
@@ -68,7 +68,9 @@ def main(argv=None) -> None:
     from trainer.precision import PRECISIONS
     bad = [m for m in modes if m not in PRECISIONS]
     if bad or not modes:
-        sys.exit(f"--precisions: {bad or 'none'}: expected some of {', '.join(PRECISIONS)}")
+        from utils.errors import UserError
+        raise UserError(f"--precisions {args.precisions}: {', '.join(bad) or 'none given'}: expected some of "
+                        f"{', '.join(PRECISIONS)}")
     print(f"config {args.config}, {args.epochs} epochs + test, device {args.device}, threads "
           f"{args.threads or 'all'}; load average at start {os.getloadavg()[0]:.1f}", flush=True)
     if args.step_rounds > 0 or args.steps_only:

@@ -17,6 +17,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import search  # noqa: E402
 from make_real_collection import ovos_folder  # noqa: E402
+from utils.cli import ArgumentParser  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
 
 QUERIES = {"cat": "a cat meowing", "cow": "a cow mooing", "dog": "a dog barking", "duck": "a duck quacking",
            "frog": "a frog croaking", "horse": "a horse neighing", "owl": "an owl hooting", "pig": "a pig oinking",
@@ -24,7 +26,7 @@ QUERIES = {"cat": "a cat meowing", "cow": "a cow mooing", "dog": "a dog barking"
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--index-dir", default=None)
     args = ap.parse_args(argv)
     folder = ovos_folder()
@@ -43,4 +45,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -61,12 +61,14 @@ def summarise(per_query: dict) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from utils.cli import ArgumentParser, positive_int, thread_count_or_0
+
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="a complete run trained on the synthetic set")
     ap.add_argument("--split", default="test")
     ap.add_argument("--out", default=None, help="JSON output (default RUN/search_quality.json)")
-    ap.add_argument("--cli-repeats", type=int, default=3, help="timed search.py invocations")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
+    ap.add_argument("--cli-repeats", type=positive_int, default=3, help="timed search.py invocations")
+    ap.add_argument("--threads", type=thread_count_or_0, default=0, help="torch threads (default: torch's own)")
     args = ap.parse_args(argv)
     if args.threads:
         import torch
@@ -169,4 +171,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from utils.errors import run_cli
+
+    sys.exit(run_cli(main))

@@ -25,11 +25,15 @@ import numpy as np
 from data.audio import SILENCE_DBFS, list_audio
 from data.audio_features import compute_features, compute_features_parallel
 from data.experts.registry import EXPERTS, expert_info, load_expert
+from utils.cli import ArgumentParser, float_in, positive_int, seed_int
 from utils.errors import UserError, run_cli
 from utils.io import atomic_path, sweep_stale_temps, write_json, write_text
 
 CLASSES_PATH = "aggregated_yamnet/yamnet-classes.hickle"
 SPLITS = ("train", "val", "test")
+# --silence-dbfs: at 0 dBFS (full scale) or above every unclipped clip would be "silent"; nan would silently
+# switch the check off
+DBFS = float_in(high=0.0, high_open=True)
 
 
 def parse_weights(values: list[str], experts: list[str]) -> dict[str, str]:
@@ -54,6 +58,8 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
     if len(ratios) != 3 or min(ratios) < 0 or not np.isfinite(ratios).all() or ratios[1] <= 0 or ratios[2] <= 0:
         raise UserError(f"--split-ratios {text}: expected three ratios train,val,test >= 0 with val and test > 0")
     total = sum(ratios)
+    if not np.isfinite(total):
+        raise UserError(f"--split-ratios {text}: the ratios are too large to add up")
     return tuple(r / total for r in ratios)  # type: ignore[return-value]
 
 
@@ -114,7 +120,7 @@ def write_pickle(path: Path, data: dict) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m data.extract",
         description="Extract expert features from a folder of audio (wav/flac/ogg/mp3, any rate, mono or stereo) and "
                     "write a CLOTHO-format archive (expert hickles, raw-captions.pkl, MiniLM text features, split "
@@ -133,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="weights file for an expert; a bare PATH is for vggish (a state dict of the public "
                              "VGGish release in its PyTorch port's layout). Repeatable")
     parser.add_argument("--split-ratios", default="0.6,0.2,0.2", help="train,val,test fractions (default 0.6,0.2,0.2)")
-    parser.add_argument("--split-seed", type=int, default=0, help="seed of the random split (default 0)")
+    parser.add_argument("--split-seed", type=seed_int, default=0, help="seed of the random split (default 0)")
     parser.add_argument("--split-lists", default=None, metavar="DIR",
                         help="use DIR/{train,val,test}_list.txt instead of a random split")
     parser.add_argument("--skip-bad", action="store_true",
@@ -142,11 +148,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--pad-short", action="store_true",
                         help="zero-pad clips shorter than one patch of an expert to one patch (listed in "
                              "extract.json) instead of treating them as bad")
-    parser.add_argument("--silence-dbfs", type=float, default=SILENCE_DBFS,
-                        help=f"a clip whose peak is at or below this level is silent, i.e. bad (default {SILENCE_DBFS:g})")
-    parser.add_argument("--workers", type=int, default=2,
+    parser.add_argument("--silence-dbfs", type=DBFS, default=SILENCE_DBFS,
+                        help=f"a clip whose peak is at or below this level (a finite number < 0) is silent, i.e. bad "
+                             f"(default {SILENCE_DBFS:g})")
+    parser.add_argument("--workers", type=positive_int, default=2,
                         help="worker processes, one model thread each (default 2; 1 = in this process)")
-    parser.add_argument("--chunk-files", type=int, default=16, help="files per batched model call (default 16)")
+    parser.add_argument("--chunk-files", type=positive_int, default=16,
+                        help="files per batched model call (default 16)")
     parser.add_argument("--cache", default=None,
                         help="per-file feature cache (default OUT/.extract-cache); kept, so adding audio is cheap")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -164,8 +172,6 @@ def run(args: argparse.Namespace) -> dict:
     for name in names:
         expert_info(name)
     weights = parse_weights(args.weights, names)
-    if args.workers < 1 or args.chunk_files < 1:
-        raise UserError("--workers and --chunk-files must be >= 1")
     ratios = parse_ratios(args.split_ratios)
     captions = read_caption_csv(csv_path)
     ids, mismatches = match_csv_and_folder(list(captions), list_audio(folder), folder, csv_path, args.skip_bad)

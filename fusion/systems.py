@@ -15,6 +15,7 @@ CE-VGGish, or three seeds) query by query, then fuses the caption queries of eac
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -93,7 +94,7 @@ def learn_weights(val: Sequence[np.ndarray], gt_cols: np.ndarray, *, norm: str, 
             cache[key] = metrics_from_ranks(gt_ranks_t2a(fused, gt_cols))[metric]
         return cache[key]
 
-    n_grid = len(list(itertools.combinations(range(int(round(1 / step)) + s - 1), s - 1)))
+    n_grid = math.comb(int(round(1 / step)) + s - 1, s - 1)  # counted, not listed: it grows as steps^(s-1)
     use_grid = search == "grid" or (search == "auto" and n_grid <= GRID_LIMIT)
     equal = np.full(s, 1.0 / s)
     best_w, best = equal, score(equal)

@@ -9,10 +9,21 @@ from typing import Sequence
 from fusion.registry import FUSERS, get_fuser, get_normalizer
 from fusion.system_inputs import System, load_systems
 from fusion.systems import GRID_LIMIT, LEARNED, run_system_fusion
+from utils.cli import float_in
 from utils.errors import UserError
 from utils.io import write_json
+from utils.outputs import check_target, output_set
 
 OPTIMIZE_METRICS = ("mAP10", "R1", "R5", "R10", "geometric_mean_R1-R5-R10")  # higher is better
+_STEP_RANGE = float_in(0.01, 0.5)  # at least 2 steps; at most 100 (the grid grows as steps^(systems-1))
+
+
+def weights_step(text: str) -> float:
+    """``--weights-step``: a step in [0.01, 0.5] that divides 1 into whole steps, so the grid reaches 0 and 1."""
+    value = _STEP_RANGE(text)
+    if abs(round(1 / value) * value - 1) > 1e-9:
+        raise argparse.ArgumentTypeError(f"{text}: must divide 1 into whole steps (e.g. 0.1, 0.05, 0.25)")
+    return value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,7 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights-search", dest="weights_search", default="auto", choices=("auto", "grid", "coordinate"),
                    help="grid: every weight vector on the simplex with step --weights-step; coordinate: coordinate "
                    f"ascent over 0..1; auto (default): grid up to {GRID_LIMIT} points")
-    g.add_argument("--weights-step", dest="weights_step", type=float, default=0.1, help="weight grid step (0.1)")
+    g.add_argument("--weights-step", dest="weights_step", type=weights_step, default=0.1,
+                   help="weight grid step, dividing 1 into 2 to 100 steps (default 0.1)")
     g.add_argument("--optimize-metric", dest="optimize_metric", default="mAP10", choices=OPTIMIZE_METRICS,
                    help="val metric (caption queries) the weights and the best single system are chosen by (mAP10)")
 
@@ -66,8 +78,6 @@ def main_from_args(args: argparse.Namespace) -> dict:
                         "(use --systems-methods / --captions-method)")
     if args.val_qrels and not args.val_runs:
         raise UserError("--val-qrels needs --val-runs")
-    if not 0 < args.weights_step <= 0.5 or abs(round(1 / args.weights_step) * args.weights_step - 1) > 1e-9:
-        raise UserError(f"--weights-step must divide 1 into at least 2 steps (e.g. 0.1, 0.05, 0.25), got {args.weights_step}")
     for flag, value, low in (("--depth", args.depth, 1), ("--rrf_k", args.rrf_k, 0), ("--resamples", args.resamples, 1)):
         if value < low:
             raise UserError(f"{flag} must be >= {low}, got {value}")
@@ -96,20 +106,27 @@ def main_from_args(args: argparse.Namespace) -> dict:
                             "(run folders with sims/val.npy, or --val-runs)")
         methods.remove(LEARNED)
     out = Path(args.out) if args.out else _default_out(systems)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
-    from fusion.system_report import format_table, write_markdown
+    check_target(out)  # absent or a previous output set (never a file or a foreign folder)
+    from fusion.system_report import format_table
+    with output_set(out, writer="fusion.py --runs") as tmp:  # built aside, recorded, swapped in (utils/outputs)
+        results = _fuse(systems, tmp, methods, eval_qrels, args)
+    if not args.quiet:
+        print(format_table(results))
+        print(f"wrote {out}/results.json, results.md, weights.json" + (", risk-reward.png" if args.plot else ""))
+    return results
+
+
+def _fuse(systems: Sequence[System], tmp: Path, methods: list[str], eval_qrels, args: argparse.Namespace) -> dict:
+    """Every file of the output set, written into the temporary folder ``tmp``; results.json last."""
+    from fusion.system_report import write_markdown
     results = run_system_fusion(
-        systems, out, methods, systems_norm=args.systems_norm, captions_method=args.captions_method,
+        systems, tmp, methods, systems_norm=args.systems_norm, captions_method=args.captions_method,
         params={"norm": args.norm, "depth": args.depth, "k": args.rrf_k}, search=args.weights_search,
         step=args.weights_step, metric=args.optimize_metric, device=args.device, resamples=args.resamples,
         plot=args.plot, progress=not args.quiet, eval_qrels=eval_qrels and (args.eval_qrels, eval_qrels),
         command=" ".join(["python fusion.py"] + [shlex.quote(a) for a in getattr(args, "argv", None) or ["--runs", *args.runs]]))
-    write_markdown(out / "results.md", results)
-    write_json(out / "results.json", results)  # last: its presence means the folder is complete
-    if not args.quiet:
-        print(format_table(results))
-        print(f"wrote {out}/results.json, results.md, weights.json" + (", risk-reward.png" if args.plot else ""))
+    write_markdown(tmp / "results.md", results)
+    write_json(tmp / "results.json", results)
     return results
 
 

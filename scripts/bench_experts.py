@@ -10,7 +10,6 @@ P@1 (the nearest clip has its class) and mAP over the full ranking, with their c
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -21,6 +20,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from utils.cli import ArgumentParser  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
 
 
 def label_retrieval(vectors: np.ndarray, labels: list[str]) -> dict[str, float]:
@@ -84,7 +86,7 @@ def _embed_aisfx(rels: list[str], folder: Path) -> tuple[list[np.ndarray], float
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--collection", required=True, help="folder with audio/ and labels.json")
     parser.add_argument("--experts", default="yamnet,soundnet,aisfx")
     args = parser.parse_args(argv)
@@ -127,4 +129,4 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

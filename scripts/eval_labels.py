@@ -12,7 +12,6 @@ an extracted archive: one query per class of labels.json's ``queries`` (its desc
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -22,6 +21,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from utils.cli import ArgumentParser, float_in  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
 
 
 def label_metrics(sims: np.ndarray, query_classes: list[str], clip_classes: list[str]) -> dict[str, float]:
@@ -39,12 +41,13 @@ def label_metrics(sims: np.ndarray, query_classes: list[str], clip_classes: list
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", help="a run folder with sims/<split>.npy + .json")
     parser.add_argument("--zero-shot", metavar="ROOT_FEAT", help="score YAMNet zero-shot search of this archive")
     parser.add_argument("--labels", required=True)
     parser.add_argument("--split", default="test")
-    parser.add_argument("--temperature", type=float, default=0.05)
+    parser.add_argument("--temperature", type=float_in(1e-6), default=0.05,  # cos / 1e-6 cannot overflow
+                        help="softmax temperature of the zero-shot class scores (>= 1e-6; default 0.05)")
     args = parser.parse_args(argv)
     if bool(args.run) == bool(args.zero_shot):
         parser.error("give --run or --zero-shot")
@@ -74,4 +77,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

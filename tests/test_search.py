@@ -162,13 +162,13 @@ def test_saved_index_is_reused_and_rebuilt_when_stale(tiny_run, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--k", "0", "a dog"], "--k: must be >= 1"),
+    (["--k", "0", "a dog"], "argument --k: 0: must be >= 1"),
     (["   "], "query 1: empty text"),
     (["a dog", ""], "query 2: empty text"),
     ([], "QUERY: give at least one text"),
     (["--fusion", "max", "a dog"], "invalid choice"),
     (["--audio", "/nonexistent/folder", "a dog"], "/nonexistent/folder: audio folder not found"),
-    (["--threads", "-1", "a dog"], "--threads: must be >= 0"),
+    (["--threads", "-1", "a dog"], "argument --threads: -1: must be >= 0"),
     ([".,;"], "no words"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tiny_run, capsys, argv, message):

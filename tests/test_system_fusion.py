@@ -1,8 +1,10 @@
 """Fusion of systems (fusion.py --runs): kernels, a known outcome, weights learned on val only, identity checks."""
 from __future__ import annotations
 
+import errno
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from fusion.systems import fuse_systems, simplex_grid
 from retrieval.metrics import gt_ranks_t2a, metrics_from_ranks
 from retrieval.sims_io import load_sims, save_sims
 from utils.errors import run_cli
+from utils.outputs import require_complete
 
 from sysfusion_helpers import make_run, three_systems
 
@@ -175,3 +178,93 @@ def test_a_weight_of_one_reproduces_the_single_system_in_both_parts(tmp_path):
         assert rows["fusion: weighted_combsum"]["metrics"] == rows["good"]["metrics"], part
         rr = res[part]["risk_reward"]["fusion: weighted_combsum"]
         assert rr["ties"] == 30 and rr["wins"] == rr["losses"] == 0
+
+
+# ------------------------------------------------------------------------------------------------ output set
+SET_FILES = {"results.json", "results.md", "weights.json", "risk-reward.png", "systems-weighted_combsum.npy",
+             "systems-weighted_combsum.json"}
+
+
+def _state(out):
+    return {rel: e["sha256"] for rel, e in require_complete(out)["files"].items()}
+
+
+def test_output_is_a_complete_output_set_that_readers_verify(tmp_path, capsys):
+    runs = three_systems(tmp_path, n=12)
+    out = tmp_path / "sf"
+    assert _cli(["--runs", *map(str, runs), "--out", str(out), "--resamples", "20", "--quiet"]) == 0
+    record = require_complete(out, sorted(SET_FILES))
+    assert record["writer"] == "fusion.py --runs" and set(record["files"]) == SET_FILES
+    assert {p.name for p in out.iterdir()} == SET_FILES | {"complete.json"}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporaries beside it
+    fused = out / "systems-weighted_combsum.npy"  # a recorded matrix: fusion.py --sims reads it, checked
+    assert _cli(["--sims", str(fused), "--out", str(tmp_path / "f"), "--quiet", "--no-plot", "--resamples", "20"]) == 0
+    sims, man = load_sims(fused, mmap=False)
+    save_sims(out, "systems-weighted_combsum", sims[::-1].copy(), man)  # changed after the set was completed
+    capsys.readouterr()
+    assert _cli(["--sims", str(fused), "--out", str(tmp_path / "g"), "--quiet", "--no-plot"]) == 2
+    assert "changed since its output set was completed" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.parametrize("error", [RuntimeError("a bug"), OSError(errno.ENOSPC, "No space left on device")],
+                         ids=["bug", "disk-full"])
+@pytest.mark.parametrize("fail_in", ["plot", "report"])
+def test_a_failure_midway_leaves_nothing_and_a_rerun_succeeds(tmp_path, monkeypatch, capsys, error, fail_in):
+    import fusion.plot
+    import fusion.system_report
+
+    runs = three_systems(tmp_path / "runs", n=12)
+    out = tmp_path / "fused" / "sf"
+    argv = ["--runs", *map(str, runs), "--out", str(out), "--resamples", "20", "--quiet"]
+    seen = []
+
+    def fail(path, *args, **kwargs):
+        seen.extend(sorted(p.name for p in Path(path).parent.iterdir()))  # what was written before the failure
+        raise error
+
+    target = (fusion.plot, "plot_risk_reward") if fail_in == "plot" else (fusion.system_report, "write_markdown")
+    monkeypatch.setattr(*target, fail)
+    capsys.readouterr()
+    if isinstance(error, OSError):
+        assert _cli(argv) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and "No space left on device" in lines[0], lines
+    else:
+        with pytest.raises(RuntimeError, match="a bug"):
+            _cli(argv)
+    assert {"weights.json", "systems-weighted_combsum.npy"} <= set(seen)  # it did fail midway
+    assert list((tmp_path / "fused").iterdir()) == []  # no half-written folder, no temporary
+    monkeypatch.undo()
+    assert _cli(argv) == 0 and set(_state(out)) == SET_FILES
+
+
+def test_a_failed_rerun_keeps_the_complete_old_set(tmp_path, monkeypatch):
+    import fusion.system_report
+
+    runs = three_systems(tmp_path, n=12)
+    out = tmp_path / "sf"
+    argv = ["--runs", *map(str, runs), "--out", str(out), "--resamples", "20", "--quiet", "--no-plot"]
+    assert _cli(argv) == 0
+    old = _state(out)
+    monkeypatch.setattr(fusion.system_report, "write_markdown", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        _cli(argv + ["--systems-methods", "combsum"])
+    assert _state(out) == old and json.loads((out / "results.json").read_text())["primary"] == \
+        "fusion: weighted_combsum"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fair", "good", "noise", "sf"]
+
+
+def test_out_must_be_new_or_a_previous_system_fusion(tmp_path, capsys):
+    runs = three_systems(tmp_path, n=12)
+    argv = ["--runs", *map(str, runs), "--resamples", "20", "--quiet", "--no-plot", "--out"]
+    legacy = tmp_path / "legacy"  # a folder without complete.json (an older writer's, or the user's)
+    legacy.mkdir()
+    (legacy / "results.json").write_text("{}")
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    for out, needle in ((legacy, "not a complete output folder"), (afile, "exists and is not a folder")):
+        capsys.readouterr()
+        assert _cli(argv + [str(out)]) == 2
+        assert needle in capsys.readouterr().err
+    assert [p.name for p in legacy.iterdir()] == ["results.json"] and afile.read_text() == "x"

@@ -144,6 +144,26 @@ def test_fusion_killed_rerun_keeps_the_old_set_or_the_new(done_run):
     assert set(new) < set(old) and json.loads((out / "results.json").read_text())["params"]["norm"] == "z-score"
 
 
+def test_system_fusion_killed_leaves_the_old_set_or_the_new(tmp_path):
+    from sysfusion_helpers import three_systems
+
+    runs = three_systems(tmp_path / "runs", n=12)
+    out = tmp_path / "fused" / "sf"
+    base = ["--runs", *runs, "--out", out, "--quiet", "--no-plot", "--resamples", "20"]
+    kill_at([REPO / "fusion.py", *base], "output-build")  # every file written, not yet recorded
+    with pytest.raises(UserError, match="output folder not found"):
+        require_complete(out)  # the first run never finished: no folder at all (its temporary is removed)
+    assert list((tmp_path / "fused").iterdir()) == []
+    assert run_cli(_fusion, base) == 0
+    old = _state(out)
+    for point in ("output-build", "output-swap"):
+        kill_at([REPO / "fusion.py", *base, "--systems-methods", "combsum"], point)
+        assert _state(out) == old  # the complete old set (put back by the reader after a kill mid-swap)
+    assert sorted(p.name for p in (tmp_path / "fused").iterdir()) == ["sf"]
+    assert run_cli(_fusion, base + ["--systems-methods", "combsum"]) == 0
+    assert "systems-combsum.npy" in _state(out) and "weights.json" not in _state(out)
+
+
 def test_qpp_killed_rerun_never_mixes_weights(done_run):
     qdir = done_run / "qpp"
     base = ["--run", done_run, "--features", "score", "--models", "linear", "--n-resamples", "20", "--no-plots"]

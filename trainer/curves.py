@@ -8,13 +8,13 @@ mean, ``lr``), at the end of training, so a resumed run gets its whole history o
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from trainer.run_log import MONITOR
+from utils.cli import ArgumentParser
 from utils.errors import UserError, run_cli
 from utils.io import atomic_path, read_json
 
@@ -114,7 +114,7 @@ def write_run_curves(run_dir: str | os.PathLike, history: Sequence[dict], best_e
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m trainer.curves", description=(
+    p = ArgumentParser(prog="python -m trainer.curves", description=(
         "(Re)write curves.png of finished runs from the per-epoch history in their metrics.json."))
     p.add_argument("runs", nargs="+", help="run folders data/saved/<experiment>/<run-id>")
     p.add_argument("--tensorboard", action="store_true", help="also write <run>/tensorboard/ event files")
