@@ -27,7 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from retrieval.faiss_index import DEFAULT_EF_SEARCH, empty_faiss, set_search_params  # noqa: E402
+from retrieval.faiss_index import (DEFAULT_EF_SEARCH, default_nlist, default_nprobe, default_train_size,  # noqa: E402
+                                   empty_faiss, set_search_params)
 from retrieval.trec import top_k  # noqa: E402
 from utils.cli import ArgumentParser, int_list, nonneg_int, positive_int, thread_count_or_0  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
@@ -160,8 +161,9 @@ def main(argv=None):
     ap.add_argument("--queries", type=positive_int, default=200, help="queries for recall (default 200)")
     ap.add_argument("--k", type=positive_int, default=10)
     ap.add_argument("--nlist", type=nonneg_int, default=0, help="IVF cells (default ≈ sqrt(n))")
-    ap.add_argument("--train-size", type=nonneg_int, default=0, help="IVF training vectors (default 40 x nlist)")
-    ap.add_argument("--nprobe", type=int_list(1), default="4,8,16,32,64", help="IVF nprobe values to sweep")
+    ap.add_argument("--train-size", type=nonneg_int, default=0, help="IVF training vectors (default: search.py's, 64 x nlist, at least 10,000)")
+    ap.add_argument("--nprobe", type=int_list(1), default=None,
+                    help="IVF nprobe values to sweep (default 16,32,64,128 and search.py's default, nlist / 4)")
     ap.add_argument("--hnsw-n", type=nonneg_int, default=50_000, help="clips for the HNSW run (0: skip; its build is "
                                                                   "slow on 2 cores, so it runs on a prefix)")
     ap.add_argument("--ef-search", type=int_list(1), default=f"16,32,64,128,512,{DEFAULT_EF_SEARCH}",
@@ -217,8 +219,8 @@ def main(argv=None):
     del xb, flat
 
     # ---- IVF, from the same chunks regenerated
-    nlist = args.nlist or max(1, int(round(np.sqrt(n))))
-    train_n = min(n, args.train_size or 40 * nlist)
+    nlist = args.nlist or default_nlist(n)  # search.py's defaults throughout
+    train_n = min(n, args.train_size or default_train_size(n, nlist))
     base = rss_gib()
     t0 = time.perf_counter()
     train = np.vstack([c for _, c in zip(range((train_n + CHUNK - 1) // CHUNK), col.chunks(n))])[:train_n]
@@ -238,7 +240,7 @@ def main(argv=None):
                   "build_s": t_train + t_add, "memory_gib": mem_ivf, "sweep": []}
     print(f"ivf    : nlist {nlist}, train {t_train:.1f}s on {train_n:,}, add {t_add:.1f}s "
           f"(+{t_regen:.1f}s regenerating), +{mem_ivf:.2f} GiB")
-    for nprobe in args.nprobe:
+    for nprobe in args.nprobe or sorted({16, 32, 64, 128, default_nprobe(nlist)}):
         set_search_params(ivf, nprobe=nprobe)
         _, c = ivf.search(queries, k)
         one, per = latency(lambda v: ivf.search(v, k), queries)

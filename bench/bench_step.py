@@ -26,8 +26,9 @@ from pathlib import Path
 
 T_START = time.perf_counter()
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for folder in (REPO, REPO / "bench"):  # the project, and step_setup.py beside this file (also when imported)
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 from utils.openmp_env import configure_openmp_waiting  # noqa: E402 - as train.py: before torch loads OpenMP
 
 configure_openmp_waiting()

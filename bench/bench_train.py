@@ -31,10 +31,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for folder in (REPO, REPO / "bench"):  # the project, and step_setup.py beside this file (also when imported)
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 from utils.openmp_env import configure_openmp_waiting  # noqa: E402 - as train.py: before torch loads OpenMP
-from step_setup import cpu_seconds  # noqa: E402 - bench/ (the script's folder) is on sys.path
+from step_setup import cpu_seconds  # noqa: E402
 
 configure_openmp_waiting()
 
