@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--faiss-threshold", dest="faiss_threshold", type=nonneg_int, default=200_000,
                    help="clips from which --backend auto switches to FAISS IVF (default 200000)")
     p.add_argument("--nprobe", type=nonneg_int, default=0,
-                   help="IVF cells searched (default 0 = a quarter of the cells: recall@10 0.956 at 1M clips on the "
+                   help="IVF cells searched (default 0 = a quarter of the cells: recall@10 0.9625 at 1M clips on the "
                         "hard case of bench/bench_search.py --like)")
     p.add_argument("--ef-search", dest="ef_search", type=positive_int, default=DEFAULT_EF_SEARCH,
                    help=f"HNSW candidates per search (default {DEFAULT_EF_SEARCH}: recall@10 0.978 at 1M clips on the "
