@@ -32,8 +32,11 @@ def weights_from_predictions(pred_bad: np.ndarray, k: int, mapping: str = "softm
         else:
             if temperature <= 0:
                 raise ValueError("temperature must be > 0")
-            a = -p / temperature
-            a -= a.max(axis=1, keepdims=True)
+            with np.errstate(over="ignore", invalid="ignore"):
+                a = -p / temperature
+                a -= a.max(axis=1, keepdims=True)
+                if not np.isfinite(a).all():  # a tiny temperature overflowed p / T: the differences do not
+                    a = -(p - p.min(axis=1, keepdims=True)) / temperature
             w = np.exp(a)
             w /= w.sum(axis=1, keepdims=True)
     elif mapping == "rank":

@@ -108,3 +108,12 @@ def test_lexical_fitted_on_fit_captions_only():
     assert x[1, names.index("oov_share")] == 1.0
     assert x[0, names.index("oov_share")] == 0.0
     assert x[1, names.index("idf_max")] == pytest.approx(np.log(len(fit)))
+
+
+@pytest.mark.parametrize("temperature", [1e-310, 5e-324, 1e-300, 1e-12])
+def test_softmax_weights_stay_finite_at_tiny_temperatures(temperature):
+    """-p / T overflowed to -inf for every caption of a clip (T subnormal): inf - inf gave NaN weights."""
+    pred = np.array([0.9, 0.2, 0.5, 0.2 + 1e-9, 3.0, 1.0, 2.0, 0.5, 0.7, 0.1])
+    w = weights_from_predictions(pred, 5, "softmax", temperature).reshape(2, 5)
+    assert np.all(np.isfinite(w)) and np.allclose(w.sum(axis=1), 1.0)
+    assert w[0].argmax() == 1 and w[1].argmax() == 4  # all the weight on the caption predicted best
