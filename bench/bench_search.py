@@ -84,7 +84,7 @@ class LikeRun(Collection):
     its split's captions (the run's text encoder, every expert present)."""
 
     def __init__(self, run, seed=0):
-        from retrieval.index import IndexStore
+        from retrieval.index_store import IndexStore
 
         index = IndexStore(Path(run) / "index" / "split-test").load()
         self.dims, self.seed, self.run, self.index, self.noise = list(index.layout.dims), seed, run, index, None

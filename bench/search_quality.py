@@ -36,7 +36,7 @@ from data.synthetic_vocab import VAGUE, _parse_events  # noqa: E402
 from fusion import methods  # noqa: E402
 from model.query import QueryEncoder, encode_text, load_run_model  # noqa: E402
 from model.run_index import build_run_index, run_split_fingerprint  # noqa: E402
-from retrieval.index import IndexStore  # noqa: E402
+from retrieval.index_store import IndexStore  # noqa: E402
 from retrieval.trec import top_k  # noqa: E402
 
 

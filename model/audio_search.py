@@ -5,7 +5,8 @@
   ``S(q, a) = <u(q), s(a)>``, one inner product, so the index is the ``(N, 521)`` class-score matrix.
 * **With a run** (``--run RUN --audio DIR``): the run's experts are extracted from the audio (``data.experts``),
   truncated / zero-padded to the config's ``max_tokens`` like the loader, encoded by the run's audio side, indexed
-  exactly like a split (``retrieval.index``). Experts without an extractor (the archive's VGGSound) are an error.
+  exactly like a split (``retrieval.index``, saved by ``retrieval.index_store``). Experts without an extractor (the
+  archive's VGGSound) are an error.
 
 Features are cached per file (``data.audio_features``, keyed by the expert's fingerprint and the file's size + mtime);
 the index is saved per folder and model. When files are only added, the new ones are extracted and appended as a
@@ -19,7 +20,8 @@ from typing import Callable
 
 import numpy as np
 
-from retrieval.index import AudioIndex, IndexStore, Layout
+from retrieval.index import AudioIndex, Layout
+from retrieval.index_store import IndexStore
 from utils.errors import UserError
 
 ZERO_SHOT_TEMPERATURE = 0.05

@@ -1,6 +1,6 @@
 """The saved search index of a run's split: built once from the run's data, reloaded until it is stale.
 
-``RUN/index/split-<split>/`` (``retrieval.index.IndexStore``). Its fingerprint is the checkpoint (size + mtime,
+``RUN/index/split-<split>/`` (``retrieval.index_store.IndexStore``). Its fingerprint is the checkpoint (size + mtime,
 config hash) and the data files the split is read from (split list, captions, expert files: size + mtime).
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ def run_split_fingerprint(rm, split: str) -> dict:
 
 def open_run_index(rm, split: str, *, rebuild: bool = False, log=print):
     """Load the run's saved index of ``split``; build (or rebuild, when stale) it first. -> (AudioIndex, info)."""
-    from retrieval.index import IndexStore
+    from retrieval.index_store import IndexStore
 
     store = IndexStore(rm.run_dir / "index" / f"split-{split}")
     fp = run_split_fingerprint(rm, split)

@@ -1,4 +1,5 @@
-"""The audio index (retrieval/index.py, retrieval/faiss_index.py): exactly the model's similarity, on disk, FAISS."""
+"""The audio index: exactly the model's similarity (retrieval/index.py), on disk (retrieval/index_store.py), FAISS
+(retrieval/faiss_index.py)."""
 from __future__ import annotations
 
 import copy
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.index import AudioIndex, IndexStore, Layout, query_vectors
+from retrieval.index import AudioIndex, Layout, query_vectors
+from retrieval.index_store import IndexStore
 from utils.errors import UserError
 
 
