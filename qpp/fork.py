@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from qpp.caption_embeddings import DEFAULT_ENCODER, sentence_embeddings
 from qpp.evaluate import evaluate, format_table
-from qpp.features import sentence_embeddings
 from qpp.models import fit_predict, fork_model
 from qpp.report import FUSED_METRICS, write_predictions
 from qpp.run_inputs import check_captions, load_split
@@ -43,7 +43,6 @@ def run_fork(run_dir: str | Path, *, seed: int = 0, device: str = "cpu", out_dir
     y_tr = compute_targets(tr_sims, tr_man.gt_cols(), ordinal=True)["log2_rank"]
     tg_ev = compute_targets(ev_sims, ev_man.gt_cols(), ordinal=True)
     y_ev = tg_ev["log2_rank"]
-    from qpp.features import DEFAULT_ENCODER
     enc_name = DEFAULT_ENCODER if encoder is None else f"{encoder} (user-supplied sentence-transformers model)"
     log(f"qpp --reproduce-fork: encoder {enc_name}; {len(tr_man.captions)} train + {len(ev_man.captions)} test "
         "captions ...")

@@ -2,9 +2,11 @@
 import numpy as np
 import pytest
 
-from qpp.features import LexicalFeaturizer, score_features, variation_features
+from qpp.lexical_features import LexicalFeaturizer
 from qpp.models import group_folds
+from qpp.score_features import score_features
 from qpp.targets import badness, compute_targets
+from qpp.variation_features import variation_features
 from qpp.weights import combsum, weighted_combsum, weights_from_predictions
 from retrieval.metrics import clip_major_gt_cols
 
