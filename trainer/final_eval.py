@@ -13,12 +13,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from model.build import count_parameters
 from retrieval.metrics import both_directions, clip_major_gt_cols
 from retrieval.sims_io import build_manifest, save_sims
 from trainer.checkpoint import FINAL_NAME, LAST_NAME, save_checkpoint
 from trainer.export import TensorSplit, compute_sims
 from trainer.guards import check_finite_sims
-from trainer.precision import describe
+from trainer.precision import describe, precision_of
 from trainer.run_log import format_metrics
 from utils.io import write_json
 from utils.paths import COMPLETE_MARKER
@@ -34,14 +35,15 @@ def multi_relevance(config: dict, split: str, sims: np.ndarray, clip_ids, k: int
 
 
 def evaluate_and_write(model: torch.nn.Module, best_state: dict, *, config: dict, chash: str, run_dir: Path,
-                       device: torch.device, seed: int, epochs: int, best_epoch: int, history: list[dict],
+                       device: torch.device, seed: int, best_epoch: int, history: list[dict],
                        data: dict[str, TensorSplit], eval_splits: list[str], dump_splits: list[str],
                        splits_loader: Callable[[dict, list[str]], dict[str, TensorSplit]], timings: dict,
-                       logger: logging.Logger, n_params: int, precision: str, t_start: float) -> None:
+                       logger: logging.Logger, t_start: float) -> None:
     """Load ``best_state`` into ``model``, evaluate it in eval mode on ``eval_splits`` and write the results.
 
     ``data`` holds the splits already in memory; the others are loaded here (after training, for peak memory).
     """
+    trainer_cfg = config["trainer"]
     model.load_state_dict(best_state)
     model.eval()
     eval_device = device
@@ -70,8 +72,9 @@ def evaluate_and_write(model: torch.nn.Module, best_state: dict, *, config: dict
         multi = multi_relevance(config, split, sims, ts.clip_ids, K)  # extra judgements, when the data has them
         if multi is not None:
             multi_relevance_results[split] = multi
-            logger.info(f"{split} multi-relevance t2a {format_metrics(multi['t2a'])} mAP10 {multi['t2a']['mAP10']:.2f} "
-                        f"mAP16 {multi['t2a']['mAP16']:.2f} nDCG10 {multi['t2a']['nDCG10']:.2f} ({multi['file']})")
+            t2a = multi["t2a"]
+            logger.info(f"{split} multi-relevance t2a {format_metrics(t2a)} mAP10 {t2a['mAP10']:.2f} "
+                        f"mAP16 {t2a['mAP16']:.2f} nDCG10 {t2a['nDCG10']:.2f} ({multi['file']})")
         if split in dump_splits:
             save_sims(run_dir / "sims", split, sims,
                       build_manifest(split, ts.clip_ids, ts.captions, source, captions_per_clip=K))
@@ -81,16 +84,16 @@ def evaluate_and_write(model: torch.nn.Module, best_state: dict, *, config: dict
     timings["eval_s"] = eval_times
     timings["total_s"] = time.perf_counter() - t_start
     metrics = {
-        "params": n_params,
+        "params": count_parameters(model),
         "best_epoch": best_epoch,
         "val": best_val,
         "test": results["test"],
         "seed": seed,
         "config_hash": chash,
-        "epochs": epochs,
+        "epochs": int(trainer_cfg["epochs"]),
         "device": str(device),
         "threads": torch.get_num_threads(),
-        "numerics": describe(precision, device),  # what decides the bits: precision, device, threads, kernels
+        "numerics": describe(precision_of(config), device),  # what decides the bits: precision, device, threads, kernels
         "val_all_captions": results.get("val"),
         "train_all_captions": results.get("train"),
         "history": history,
@@ -99,7 +102,6 @@ def evaluate_and_write(model: torch.nn.Module, best_state: dict, *, config: dict
     if multi_relevance_results:
         metrics["multi_relevance"] = multi_relevance_results  # {split: {"t2a", "a2t", "file", "graded"}}
     from trainer.curves import write_run_curves  # curves.png (+ TensorBoard events) from the per-epoch history
-    trainer_cfg = config["trainer"]
     write_run_curves(run_dir, history, best_epoch, tensorboard=bool(trainer_cfg.get("tensorboard", False)))
     from utils.outputs import RECORD, write_record  # sizes + sha256 of what readers use; metrics.json: the marker
     write_record(run_dir, "train.py", files=[p.relative_to(run_dir).as_posix() for p in sorted(run_dir.rglob("*"))

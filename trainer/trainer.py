@@ -286,7 +286,7 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
     if "train" not in eval_splits:
         del train
     evaluate_and_write(model, best_state, config=config, chash=chash, run_dir=run_dir, device=device, seed=seed,
-                       epochs=epochs, best_epoch=best_epoch, history=history, data=data, eval_splits=eval_splits,
+                       best_epoch=best_epoch, history=history, data=data, eval_splits=eval_splits,
                        dump_splits=dump_splits, splits_loader=splits_loader, timings=timings, logger=logger,
-                       n_params=n_params, precision=precision, t_start=t_start)
+                       t_start=t_start)
     return run_dir
