@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from data.audio import BadAudio, decode, fit_length
-from utils.io import atomic_path
+from utils.io import atomic_path, file_stamp
 
 
 @dataclass
@@ -54,12 +54,7 @@ def cache_file(cache_dir: Path, fingerprint: str, rel: str) -> Path:
     return cache_dir / fingerprint / f"{key}.npz"
 
 
-def _stamp(path: Path) -> dict:
-    st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _read_cache(path: Path, rel: str, stamp: dict) -> dict | None:
+def _read_cache(path: Path, rel: str, stamp: list[int]) -> dict | None:
     if not path.is_file():
         return None
     try:
@@ -75,7 +70,7 @@ def _read_cache(path: Path, rel: str, stamp: dict) -> dict | None:
         return None
 
 
-def _write_cache(path: Path, rel: str, stamp: dict, features: np.ndarray, padded: bool, seconds: float,
+def _write_cache(path: Path, rel: str, stamp: list[int], features: np.ndarray, padded: bool, seconds: float,
                  class_scores: np.ndarray | None) -> None:
     arrays = {"features": features, "meta": np.array(json.dumps({"rel": rel, "stamp": stamp, "padded": padded,
                                                                 "seconds": seconds}))}
@@ -107,7 +102,7 @@ def compute_features(folder: Path, rels: list[str], experts: list, cache_dir: Pa
         decoded_seconds: dict[str, float] = {}
         for rel in chunk:
             path = folder / rel
-            stamp = _stamp(path) if path.is_file() else {}
+            stamp = file_stamp(path) if path.is_file() else []
             entry = FileFeatures(rel=rel, features={})
             missing = []
             for e in experts:
@@ -167,7 +162,7 @@ def compute_features(folder: Path, rels: list[str], experts: list, cache_dir: Pa
                 if score is not None:
                     entry.class_scores = score
                 if cache_dir:
-                    _write_cache(cache_file(cache_dir, fingerprints[e.name], rel), rel, _stamp(folder / rel), feat,
+                    _write_cache(cache_file(cache_dir, fingerprints[e.name], rel), rel, file_stamp(folder / rel), feat,
                                  padded, entry.seconds, score)
         timing.audio_seconds += sum(decoded_seconds.values())
         bar.update(len(chunk))

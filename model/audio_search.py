@@ -8,7 +8,7 @@
   exactly like a split (``retrieval.index``, saved by ``retrieval.index_store``). Experts without an extractor (the
   archive's VGGSound) are an error.
 
-Features are cached per file (``data.audio_features``, keyed by the expert's fingerprint and the file's size + mtime);
+Features are cached per file (``data.audio_features``, keyed by the expert's fingerprint and the file's stamp: size, mtime, ctime, inode);
 the index is saved per folder and model. When files are only added, the new ones are extracted and appended as a
 shard; any other change (a file changed or removed, another model) rebuilds the index from the cached features.
 """
@@ -23,6 +23,7 @@ import numpy as np
 from retrieval.index import AudioIndex, Layout
 from retrieval.index_store import IndexStore
 from utils.errors import UserError
+from utils.io import file_stamp
 
 ZERO_SHOT_TEMPERATURE = 0.05
 DEFAULT_ROOT = Path("data/saved/audio-index")
@@ -31,11 +32,6 @@ DEFAULT_ROOT = Path("data/saved/audio-index")
 def folder_key(folder: Path) -> str:
     folder = folder.resolve()
     return f"{folder.name or 'root'}-{hashlib.sha1(str(folder).encode('utf-8')).hexdigest()[:10]}"
-
-
-def _stamp(path: Path) -> list[int]:
-    st = path.stat()
-    return [int(st.st_size), int(st.st_mtime_ns)]
 
 
 def zero_shot_query_vectors(query_embeddings: np.ndarray, class_embeddings: np.ndarray,
@@ -93,10 +89,10 @@ class FolderSearch:
     def fingerprint(self, rels) -> dict:
         fp = {"kind": "audio-folder", "folder": str(self.folder.resolve()),
               "experts": [e.fingerprint() for e in self.experts],
-              "files": {r: _stamp(self.folder / r) for r in rels}}
+              "files": {r: file_stamp(self.folder / r) for r in rels}}
         if self.run is not None:
             fp["model"] = {"run": str(self.run.run_dir.resolve()), "config_hash": self.run.config_hash,
-                           "checkpoint": _stamp(self.run.run_dir / "trained_model.pth")}
+                           "checkpoint": file_stamp(self.run.run_dir / "trained_model.pth")}
         else:
             fp["zero_shot"] = {"temperature": ZERO_SHOT_TEMPERATURE}
         return fp

@@ -1,25 +1,27 @@
 """The saved search index of a run's split: built once from the run's data, reloaded until it is stale.
 
-``RUN/index/split-<split>/`` (``retrieval.index_store.IndexStore``). Its fingerprint is the checkpoint (size + mtime,
-config hash) and the data files the split is read from (split list, captions, expert files: size + mtime).
+``RUN/index/split-<split>/`` (``retrieval.index_store.IndexStore``). Its fingerprint is the checkpoint
+(``utils.io.file_stamp``, config hash) and the data files the split is read from (split list, captions, expert
+files: the same stamp).
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+from utils.io import file_stamp
+
 
 # ----------------------------------------------------------------------------------------------------------------
 def _stamp(path: Path) -> list[int] | None:
     try:
-        st = path.stat()
+        return file_stamp(path)
     except FileNotFoundError:
         return None
-    return [int(st.st_size), int(st.st_mtime_ns)]
 
 
 def run_split_fingerprint(rm, split: str) -> dict:
-    """What a run's split index depends on: the checkpoint and the data files (size + mtime)."""
+    """What a run's split index depends on: the checkpoint and the data files (size, mtime, ctime, inode)."""
     from data.clotho import EXPERT_PATHS, RAW_CAPTIONS_PATH, root_feat_dir
 
     root = root_feat_dir(rm.config)

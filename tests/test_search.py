@@ -156,6 +156,16 @@ def test_saved_index_is_reused_and_rebuilt_when_stale(tiny_run, capsys):
     captured = capsys.readouterr()
     assert json.loads(captured.out)["index"]["status"] == "built"
     assert "index is stale (model.checkpoint changed); rebuilding" in captured.err
+    # a rewrite that keeps size and mtime (bytes swapped, then `touch -d` back) is still a change: ctime moved
+    st = ckpt.stat()
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[::-1])
+    ckpt.write_bytes(data)
+    os.utime(ckpt, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (ckpt.stat().st_size, ckpt.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    capsys.readouterr()
+    assert run_cli(search.main, argv) == 0
+    assert "index is stale (model.checkpoint changed); rebuilding" in capsys.readouterr().err
     other = _json(capsys, ["--run", str(tiny_run), "--split", "val", "--json", "a cat meows"])
     assert other["index"]["status"] == "built" and other["n_clips"] == 32
     assert sorted(p.name for p in (tiny_run / "index").iterdir()) == ["split-test", "split-val"]

@@ -31,3 +31,38 @@ def test_read_json_names_the_file(tmp_path):
         read_json(bad)
     with pytest.raises(UserError, match="missing.json: file not found"):
         read_json(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("change", ["same-size rewrite", "swap with a twin", "replace by rename"])
+def test_file_stamp_sees_rewrites_that_keep_size_and_mtime(tmp_path, change):
+    """The feature caches (extract, search) trust a file whose stamp matches: a swap of two equal-size files whose
+    mtimes are then set back (`touch -d`) must not look unchanged."""
+    import os
+    import time
+
+    from data.audio_features import _read_cache, _write_cache
+    from utils.io import file_stamp
+
+    a, b = tmp_path / "dog.wav", tmp_path / "cow.wav"
+    a.write_bytes(b"dog-bytes")
+    b.write_bytes(b"cow-bytes")
+    st = a.stat()
+    before = file_stamp(a)
+    entry = tmp_path / "entry.npz"
+    _write_cache(entry, "dog.wav", before, np.ones((2, 3), np.float32), False, 1.0, None)
+    assert _read_cache(entry, "dog.wav", file_stamp(a)) is not None  # unchanged: a hit
+    time.sleep(0.05)  # file times come from the kernel's coarse clock (ticks of 1-10 ms): edits are not this fast
+    if change == "same-size rewrite":
+        a.write_bytes(b"cat-bytes")
+    elif change == "swap with a twin":
+        data = b.read_bytes()
+        b.write_bytes(a.read_bytes())
+        a.write_bytes(data)
+    else:
+        tmp = tmp_path / "new.wav"
+        tmp.write_bytes(b"owl-bytes")
+        os.replace(tmp, a)
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (a.stat().st_size, a.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert file_stamp(a) != before
+    assert _read_cache(entry, "dog.wav", file_stamp(a)) is None  # a miss: recomputed, never the old features

@@ -101,6 +101,16 @@ def sweep_stale_temps(folder: str | os.PathLike, depth: int = 1) -> list[Path]:
     return removed
 
 
+def file_stamp(path: str | os.PathLike) -> list[int]:
+    """What a cache keyed on a file compares to tell that the file changed: size, mtime, ctime, inode (ns).
+
+    ctime and the inode catch a rewrite that keeps size and mtime (``touch -d`` after editing, ``cp`` over it,
+    a swap of two files): the kernel updates ctime on every write and no tool can set it. Raises OSError.
+    """
+    st = os.stat(path)
+    return [int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns), int(st.st_ino)]
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Strict JSON: NaN / inf (an undefined metric) are written as ``null``."""
     with atomic_path(path) as tmp:
