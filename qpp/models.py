@@ -4,6 +4,8 @@ All are seeded and sized so the default run stays fast on 2 CPU cores (docs/QPP.
 
 * ``linear``  — StandardScaler + LinearRegression;
 * ``mlp``     — StandardScaler + MLPRegressor(hidden (100,), adam, early_stopping, max_iter 200, random_state=seed);
+  early stopping holds out 10 % of the fitting queries, so with fewer than ``MLP_MIN_EARLY_STOPPING`` of them (a
+  small collection) it is off and the MLP trains for max_iter;
 * ``xgboost`` — xgboost.XGBRegressor(hist, 300 trees, depth 4, lr 0.05, subsample/colsample 0.8, n_jobs=2, seed);
 * ``gbr``     — sklearn GradientBoostingRegressor(150 trees, depth 3, lr 0.05, subsample 0.8, max_features 0.3, seed)
   (what the fork called "XGBoost");
@@ -23,6 +25,7 @@ import numpy as np
 
 MODELS = ("linear", "mlp", "xgboost", "gbr", "tree")
 LTR_MODEL = "xgb_ltr"
+MLP_MIN_EARLY_STOPPING = 20  # sklearn refuses a validation split of < 2 rows (10 % of the fitting queries)
 MODEL_HELP = {
     "linear": "StandardScaler + LinearRegression",
     "mlp": "StandardScaler + MLPRegressor (100 hidden, early stopping)",
@@ -84,7 +87,10 @@ def fork_model(name: str, seed: int = 0):
 def fit_predict(name: str, x_fit: np.ndarray, y_fit: np.ndarray, x_eval: np.ndarray, k: int, seed: int = 0,
                 model=None) -> np.ndarray:
     """Fit on ``(x_fit, y_fit)`` (y = badness, clip-major rows) and return badness predictions for ``x_eval``."""
-    model = make_model(name, seed) if model is None else model
+    if model is None:
+        model = make_model(name, seed)
+        if name == "mlp" and len(x_fit) < MLP_MIN_EARLY_STOPPING:
+            model.set_params(mlpregressor__early_stopping=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence warnings of the capped MLP
         if name == LTR_MODEL:

@@ -172,3 +172,16 @@ def test_reproduce_fork_runs_and_the_same_seed_gives_the_same_numbers(tmp_path):
         outs.append(res)
     assert set(outs[0]["models"]) == {"linear", "mlp", "gbr", "tree"}
     assert outs[0]["models"] == outs[1]["models"] and outs[0]["fusion"] == outs[1]["fusion"]
+
+
+@pytest.mark.parametrize("n_fit", [2, 5, 10, 19, 20, 40])
+def test_every_model_fits_a_small_collection(n_fit):
+    """A real collection can be tiny (6/2/2 clips): the MLP's early stopping held out < 2 rows and sklearn raised."""
+    from qpp.models import MODELS, fit_predict
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n_fit, 4))
+    y = x[:, 0] + 0.1 * rng.normal(size=n_fit)
+    for name in MODELS:
+        pred = fit_predict(name, x, y, rng.normal(size=(3, 4)), 5, seed=0)
+        assert pred.shape == (3,) and np.isfinite(pred).all(), name

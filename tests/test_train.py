@@ -130,8 +130,9 @@ def test_cli_help_and_device_errors(capsys):
     assert resolve_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():
         assert resolve_device(None) == torch.device("cpu")
-        with pytest.raises(UserError, match="CUDA is not available"):
-            resolve_device("0")
+        for spec in ("0", "cuda", " CUDA ", "cuda:0"):  # by name too: never a silent CPU run
+            with pytest.raises(UserError, match="CUDA is not available"):
+                resolve_device(spec)
         assert run_cli(train.main, ["--config", "x.json", "--device", "cuda:0"]) == 2
     with pytest.raises(UserError):
         resolve_device("gpu-please")

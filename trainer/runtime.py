@@ -16,12 +16,19 @@ from utils.errors import UserError
 
 
 def resolve_device(spec: str | None) -> torch.device:
-    """``cpu`` | ``cuda`` | ``N`` (CUDA index) | None/"auto" (CUDA when available, else CPU)."""
+    """``cpu`` | ``cuda`` | ``N`` (CUDA index) | None/"auto" (CUDA when available, else CPU).
+
+    Asking for CUDA by name on a machine without it is an error, never a silent CPU run.
+    """
     spec = "auto" if spec is None else str(spec).strip().lower()
     if spec == "cpu":
         return torch.device("cpu")
-    if spec in ("auto", "cuda", ""):
+    if spec in ("auto", ""):
         return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    if spec == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("--device: 'cuda': CUDA is not available on this machine (use --device cpu)")
+        return torch.device("cuda")
     index = spec[5:] if spec.startswith("cuda:") else spec
     if not index.isdigit():
         raise UserError(f"--device: '{spec}': expected cpu, cuda or a CUDA device index")
