@@ -1,0 +1,162 @@
+"""Tied predictions earn no credit and chance levels follow the predictions' ties (docs/QPP.md §Evaluation)."""
+import itertools
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from qpp import evaluate as ev
+
+TAU_INSP_MAX = {k: ev.tau_inspired_max(k) for k in (3, 4, 5, 6)}
+
+
+# ---------------------------------------------------------------------------------------------- references
+def _fork_definitions(t, p, k):
+    """The fork's per-clip metrics with ties in the predictions broken by caption index (the definitions as
+    published, and this module's code before ties were scored as an expectation)."""
+    x, y = ev.group_ranks(t, k), ev.group_ranks(p, k)
+    fork_tau = float(np.mean(ev.kendall_tau_b_groups(x, y)))
+    d = ev.tau_inspired_group(x, y)
+    tau_insp = float(d.sum() / (ev.tau_inspired_max(k) * d.size))
+    tt, pp = np.reshape(t, (-1, k)), np.reshape(p, (-1, k))
+    chosen = tt[np.arange(len(tt)), np.argmin(pp, axis=1)]
+    pick = float(np.isclose(chosen, tt.min(axis=1), rtol=0, atol=1e-12).mean())
+    return fork_tau, tau_insp, pick
+
+
+def _brute_force_tie_breaks(t, p, k):
+    """Mean of the fork's metrics over every tie-break of the predictions: each of the K! priority orders ranks the
+    predictions by (value, priority); every order consistent with the ties is reached equally often."""
+    x = ev.group_ranks(t, k)
+    tt, pp = np.reshape(t, (-1, k)), np.reshape(p, (-1, k))
+    taus, ds, picks = [], [], []
+    for g in range(len(tt)):
+        tg, dg, pg = [], [], []
+        for prio in itertools.permutations(range(k)):
+            order = np.lexsort((np.array(prio), pp[g]))
+            y = np.empty(k)
+            y[order] = np.arange(1, k + 1)
+            tg.append(stats.kendalltau(x[g], y).statistic)
+            dg.append(ev.tau_inspired_group(x[g][None], y[None])[0])
+            pg.append(float(np.isclose(tt[g, order[0]], tt[g].min(), rtol=0, atol=1e-12)))
+        taus.append(np.mean(tg))
+        ds.append(np.mean(dg))
+        picks.append(np.mean(pg))
+    return float(np.mean(taus)), float(np.sum(ds) / (ev.tau_inspired_max(k) * len(tt))), float(np.mean(picks))
+
+
+# ---------------------------------------------------------------------------------------------- per-clip metrics
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("k", [3, 4, 5, 6])
+def test_without_tied_predictions_the_fork_metrics_are_bit_identical(seed, k):
+    rng = np.random.default_rng(seed)
+    g = int(rng.integers(1, 400))
+    t = rng.normal(size=g * k) if seed % 2 else rng.integers(0, 4, size=g * k).astype(float)  # truth may tie
+    p = rng.normal(size=g * k) * 10.0 ** rng.integers(-6, 6)
+    r = ev.evaluate(t, p, k)
+    fork_tau, tau_insp, pick = _fork_definitions(t, p, k)
+    assert r["kendall_tau_group_mean_ordinal"] == fork_tau
+    assert r["tau_inspired"] == tau_insp
+    assert r["pick_best_accuracy"] == pick
+    assert r["clips_with_tied_predictions"] == 0 and not r["predictions_constant"]
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("k", [3, 4, 5])
+def test_tied_predictions_score_the_exact_mean_over_all_tie_breaks(seed, k):
+    rng = np.random.default_rng(100 + seed)
+    g = 30
+    t = rng.normal(size=g * k) if seed % 2 else rng.integers(0, 3, size=g * k).astype(float)
+    t = t + np.tile(np.arange(k), g) * (seed % 3)  # truth correlated with caption order: index tie-breaks paid
+    p = rng.integers(0, 1 + seed % 4, size=g * k).astype(float)  # 1..4 distinct values: many ties
+    r = ev.evaluate(t, p, k)
+    want = _brute_force_tie_breaks(t, p, k)
+    assert r["kendall_tau_group_mean_ordinal"] == pytest.approx(want[0], abs=1e-12)
+    assert r["tau_inspired"] == pytest.approx(want[1], rel=1e-12)
+    assert r["pick_best_accuracy"] == pytest.approx(want[2], abs=1e-12)
+    assert r["clips_with_tied_predictions"] == sum(len(set(row)) < k for row in p.reshape(-1, k))
+
+
+def test_tau_inspired_expectation_equals_the_mean_over_consistent_permutations():
+    """The tie-block marginal formula against explicit enumeration of the permutations consistent with the
+    predicted order (a consistency mask over all K!), for every tie pattern of K=5 and random true orders."""
+    k = 5
+    perms = np.array(list(itertools.permutations(range(1, k + 1))), dtype=float)
+    rng = np.random.default_rng(7)
+    patterns = {tuple(np.unique(c, return_inverse=True)[1]) for c in itertools.product(range(k), repeat=k)}
+    for pat in sorted(patterns):
+        p = np.array(pat, dtype=float)
+        x = rng.permutation(np.arange(1, k + 1)).astype(float)
+        less = p[:, None] < p[None, :]  # p_i < p_j must give y_i < y_j
+        ok = np.all(~less | (perms[:, :, None] < perms[:, None, :]), axis=(1, 2))
+        want = ev.tau_inspired_group(np.broadcast_to(x, perms[ok].shape), perms[ok]).mean()
+        lo, hi = ev.predicted_rank_blocks(p, k)
+        got = ev.tau_inspired_expected_group(x[None], lo, hi)[0]
+        assert got == pytest.approx(want, rel=1e-12), pat
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("k", [2, 3, 5, 6])
+def test_constant_predictions_score_exactly_chance(seed, k):
+    rng = np.random.default_rng(seed)
+    g = int(rng.integers(1, 300))
+    t = rng.normal(size=g * k) + np.tile(np.arange(k), g)  # caption index predicts the truth
+    if seed % 2:
+        t = np.round(t)  # ties in the truth too
+    c = float(rng.normal())
+    r = ev.evaluate(t, np.full(t.size, c), k)
+    ch = r["chance"]
+    assert r["kendall_tau_group_mean_ordinal"] == 0.0 == ch["kendall_tau_group_mean_ordinal"]
+    assert r["tau_inspired"] == pytest.approx(ch["tau_inspired"], rel=1e-12)
+    assert r["pick_best_accuracy"] == ch["pick_best_accuracy"]
+    assert r["sMARE"] == pytest.approx(ch["sMARE"], rel=1e-12)
+    assert np.isnan(r["kendall_tau_group_mean"]) and r["tau_groups_nan"] == g
+    assert r["predictions_constant"] and r["clips_with_tied_predictions"] == g
+
+
+def test_the_audit_case_a_constant_predictor_no_longer_beats_chance():
+    """A constant predictor on the synthetic run printed forkTau*100 = 10 (chance 0), tauInsp below chance and
+    sMARE 0.25 vs chance 0.333."""
+    rng = np.random.default_rng(0)
+    t = np.log2(1 + rng.integers(0, 200, size=160)).astype(float) + np.tile([0, 0.1, 0.2, 0.3, 0.4], 32)
+    r = ev.evaluate(t, np.zeros(160), 5)
+    for m in ("kendall_tau_group_mean_ordinal_x100", "tau_inspired_x100", "pick_best_accuracy", "sMARE"):
+        assert r[m] == pytest.approx(r["chance"][m], rel=1e-12, abs=1e-12), m
+
+
+# ---------------------------------------------------------------------------------------------- sMARE chance
+def test_smare_chance_for_untied_predictions_is_the_permutation_formula():
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 7, 50, 1001):
+        for t in (rng.normal(size=n), rng.integers(0, 4, size=n).astype(float)):
+            p = rng.normal(size=n)
+            assert ev.smare_chance(t, p) == ev.smare_chance(t)  # exact: half-integer sums below 2^53
+            if len(np.unique(t)) == n:
+                assert ev.smare_chance(t, p) == pytest.approx(ev.smare_chance_no_ties(n), rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_smare_chance_with_tied_predictions_is_the_mean_over_random_assignments(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 8))
+    t = rng.integers(0, 3, size=n).astype(float) if seed % 2 else rng.normal(size=n)
+    p = rng.integers(0, 3, size=n).astype(float)
+    rp = stats.rankdata(p)
+    perms = np.array(list(itertools.permutations(range(n))))
+    brute = np.mean([ev.smare(t, rp[s]) for s in perms])  # every assignment of the predicted ranks to queries
+    assert ev.smare_chance(t, p) == pytest.approx(brute, rel=1e-12)
+    # and the O(n²) double sum on a larger input
+    m = 3000
+    t, p = rng.normal(size=m), rng.integers(0, 40, size=m).astype(float)
+    r, q = stats.rankdata(t), stats.rankdata(p)
+    assert ev.smare_chance(t, p) == pytest.approx(np.abs(r[:, None] - q[None, :]).sum() / m ** 3, rel=1e-12)
+
+
+def test_smare_chance_of_a_constant_predictor_is_its_smare_and_scales():
+    rng = np.random.default_rng(1)
+    for n in (2, 5, 160, 5225):
+        t = rng.normal(size=n)
+        assert ev.smare_chance(t, np.ones(n)) == pytest.approx(ev.smare(t, np.ones(n)), rel=1e-12)
+    n = 2_000_000  # O(n log n): an n² table would need 32 TB
+    t, p = rng.normal(size=n), rng.integers(0, 50, size=n).astype(float)
+    assert 0.0 < ev.smare_chance(t, p) < 0.34
