@@ -1,4 +1,5 @@
-"""Tied predictions earn no credit and chance levels follow the predictions' ties (docs/QPP.md §Evaluation)."""
+"""Tied predictions earn no credit, chance levels follow the predictions' ties, and a split whose targets are all
+equal is refused (docs/QPP.md §Evaluation)."""
 import itertools
 
 import numpy as np
@@ -6,6 +7,9 @@ import pytest
 from scipy import stats
 
 from qpp import evaluate as ev
+from qpp.run import run_qpp
+from qpp.synthetic_run import make_synthetic_run
+from utils.errors import UserError, run_cli
 
 TAU_INSP_MAX = {k: ev.tau_inspired_max(k) for k in (3, 4, 5, 6)}
 
@@ -160,3 +164,63 @@ def test_smare_chance_of_a_constant_predictor_is_its_smare_and_scales():
     n = 2_000_000  # O(n log n): an n² table would need 32 TB
     t, p = rng.normal(size=n), rng.integers(0, 50, size=n).astype(float)
     assert 0.0 < ev.smare_chance(t, p) < 0.34
+
+
+# ---------------------------------------------------------------------------------------------- refused inputs
+def _variant(tmp_path, name, clips, edit=None):
+    run = make_synthetic_run(tmp_path / name, clips, seed=4)
+    if edit:
+        for split, fn in edit.items():
+            sims = np.load(run / "sims" / f"{split}.npy")
+            np.save(run / "sims" / f"{split}.npy", fn(sims).astype(np.float32))
+    return run
+
+
+def _identity_like(s):  # every caption ranks its own clip first
+    k = s.shape[0] // s.shape[1]
+    out = np.zeros_like(s)
+    out[np.arange(s.shape[0]), np.arange(s.shape[0]) // k] = 1.0
+    return out
+
+
+@pytest.mark.parametrize("name, clips, edit, argv, needle", [
+    ("test_equal", {"val": 12, "test": 12}, {"test": lambda s: np.full_like(s, 0.5)}, [],
+     "qpp: the test targets are all equal ({run}/sims/test.npy: log2_rank = 2.70044 for all 60 caption queries; "
+     "every caption ranks its clip at 6.5 of 12): nothing to predict"),
+    ("test_equal_cv", {"val": 12, "test": 12}, {"test": lambda s: np.zeros_like(s)}, ["--cv", "3"],
+     "qpp: the test targets are all equal ({run}/sims/test.npy"),
+    ("one_clip", {"val": 20, "test": 1}, None, [],
+     "qpp: the test targets are all equal ({run}/sims/test.npy: log2_rank = 0 for all 5 caption queries; a single "
+     "clip, which every caption ranks first): nothing to predict"),
+    ("perfect", {"val": 12, "test": 6}, {"test": _identity_like}, ["--target", "rr"],
+     "rr = 1 for all 30 caption queries; every caption ranks its clip at 1 of 6"),
+    ("hit10_small", {"val": 12, "test": 8}, None, ["--target", "hit10"],
+     "hit10 = 1 for all 40 caption queries; every caption's clip is in its top 10): nothing to predict"),
+    ("val_equal", {"val": 12, "test": 12}, {"val": lambda s: np.full_like(s, -0.25)}, [],
+     "qpp: the val targets are all equal ({run}/sims/val.npy: log2_rank = 2.70044 for all 60 caption queries; "
+     "every caption ranks its clip at 6.5 of 12): nothing to learn from"),
+])
+def test_all_equal_targets_are_refused_in_one_line_with_nothing_written(tmp_path, capsys, name, clips, edit, argv,
+                                                                        needle):
+    import importlib.util
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("qpp_cli", repo / "qpp.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    run = _variant(tmp_path, name, clips, edit)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    code = run_cli(cli.main, ["--run", str(run), "--out", str(out), "--features", "score", "--models", "linear",
+                              "--no-plots"] + argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert needle.format(run=run) in err[0], err[0]
+    assert not out.exists()
+
+
+def test_all_equal_targets_raise_from_the_api_too(tmp_path):
+    run = _variant(tmp_path, "r", {"val": 12, "test": 12}, {"test": lambda s: np.full_like(s, 0.5)})
+    with pytest.raises(UserError, match="the test targets are all equal"):
+        run_qpp(run, features=["score"], models=["linear"], out_dir=tmp_path / "o", plots=False, log=lambda s: None)
+    assert not (tmp_path / "o").exists()
