@@ -269,25 +269,83 @@ def evaluate(true_bad: np.ndarray, pred_bad: np.ndarray, k: int) -> dict:
     return out
 
 
-def format_table(rows: list[tuple[str, str, dict]], metrics=("kendall_tau_group_mean_ordinal_x100",
-                                                            "kendall_tau_group_mean_x100", "tau_inspired_x100",
-                                                            "pick_best_accuracy", "pearson", "spearman",
-                                                            "kendall", "sMARE")) -> str:
-    """Fixed-width table: one line per (features, model) plus a "chance" line per feature set."""
-    short = {"kendall_tau_group_mean_ordinal_x100": "forkTau*100", "kendall_tau_group_mean_x100": "tauB*100", "tau_inspired_x100": "tauInsp*100",
-             "pick_best_accuracy": "pickBest", "pearson": "pearson", "spearman": "spearman", "kendall": "kendall",
-             "sMARE": "sMARE", "kendall_tau_group_mean": "tauB", "tau_inspired": "tauInsp"}
-    head = f"{'features':<24} {'model':<14}" + "".join(f"{short.get(m, m):>12}" for m in metrics)
+TABLE_METRICS = ("kendall_tau_group_mean_ordinal_x100", "kendall_tau_group_mean_x100", "tau_inspired_x100",
+                 "pick_best_accuracy", "pearson", "spearman", "kendall", "sMARE")
+SHORT_NAMES = {"kendall_tau_group_mean_ordinal_x100": "forkTau*100", "kendall_tau_group_mean_x100": "tauB*100",
+               "tau_inspired_x100": "tauInsp*100", "pick_best_accuracy": "pickBest", "pearson": "pearson",
+               "spearman": "spearman", "kendall": "kendall", "sMARE": "sMARE", "kendall_tau_group_mean": "tauB",
+               "tau_inspired": "tauInsp", "kendall_tau_group_mean_ordinal": "forkTau"}
+TAU_B = ("kendall_tau_group_mean", "kendall_tau_group_mean_x100")
+GLOBAL_CORR = ("pearson", "spearman", "kendall")
+
+
+def format_table(rows: list[tuple[str, str, dict]], metrics=TABLE_METRICS) -> str:
+    """Fixed-width table: one line per (features, model) plus a "chance" line per feature set, then footnotes for
+    every value that is partial or undefined (nothing is printed as a bare ``nan`` or averaged silently):
+
+    * ``*`` tau-b averaged over fewer clips than exist (the others are undefined: all-equal values in the clip);
+    * ``n/a`` an undefined value (e.g. a correlation with constant predictions), with the reason;
+    * ``(constant)`` after the model: its predictions are one value for every query;
+    * the chance of sMARE depends on each predictor's ties: the chance line says ``varies`` when it differs.
+    """
+    notes: dict[str, list[str]] = {}  # footnote text -> the rows it concerns, in order
+
+    def note(text: str, who: str) -> None:
+        notes.setdefault(text, []).append(who)
+
+    def cell(res: dict, m: str, who: str) -> str:
+        v = res[m]
+        if not np.isfinite(v):
+            if m in TAU_B:
+                why = "n/a in tauB: undefined in every clip (all-equal targets or predictions within each clip)"
+            elif m in GLOBAL_CORR:
+                why = ("n/a in pearson/spearman/kendall: undefined, " +
+                       ("the predictions are constant" if res.get("predictions_constant") else
+                        "the targets are constant" if res.get("targets_constant") else "a degenerate input"))
+            else:
+                why = f"n/a in {SHORT_NAMES.get(m, m)}: not a finite number (a degenerate input)"
+            note(why, who)
+            return "n/a"
+        mark = ""
+        if m in TAU_B and res.get("tau_groups_nan"):
+            n, bad = res["tau_groups"], res["tau_groups_nan"]
+            mark = "*"
+            note(f"* tauB over {n - bad} of {n} clips ({bad} clips with all-equal targets or predictions, where "
+                 "tau-b is undefined)", who)
+        return f"{v:.4f}{mark}"
+
+    labels = {(f, m): f"{m} (constant)" if res.get("predictions_constant") else m for f, m, res in rows}
+    fw = max([24] + [len(f) for f, _, _ in rows])
+    mw = max([14] + [len(s) for s in labels.values()])
+    head = f"{'features':<{fw}} {'model':<{mw}}" + "".join(f"{SHORT_NAMES.get(m, m):>12}" for m in metrics)
     lines = [head, "-" * len(head)]
-    last_feat = None
-    chance = None
-    for feat, model, res in rows:
-        if last_feat is not None and feat != last_feat and chance is not None:
-            lines.append(f"{last_feat:<24} {'(chance)':<14}" + "".join(f"{chance[m]:>12.4f}" for m in metrics))
-        last_feat, chance = feat, res["chance"]
-        lines.append(f"{feat:<24} {model:<14}" + "".join(f"{res[m]:>12.4f}" for m in metrics))
-    if chance is not None:
-        lines.append(f"{last_feat:<24} {'(chance)':<14}" + "".join(f"{chance[m]:>12.4f}" for m in metrics))
+    tied_rows = []
+    for feat in dict.fromkeys(f for f, _, _ in rows):
+        group = [(m, res) for f, m, res in rows if f == feat]
+        for m, res in group:
+            who = f"{m} [{feat}]"
+            lines.append(f"{feat:<{fw}} {labels[(feat, m)]:<{mw}}" + "".join(f"{cell(res, x, who):>12}" for x in metrics))
+            if res.get("predictions_constant"):
+                note("(constant): one prediction for every query; its per-clip metrics equal their chance values",
+                     who)
+            elif res.get("clips_with_tied_predictions"):
+                tied_rows.append(f"{who} {res['clips_with_tied_predictions']}/{res['tau_groups']}")
+        chance = []
+        for x in metrics:
+            vals = {f"{res['chance'][x]:.4f}" for _, res in group}
+            if len(vals) == 1:
+                chance.append(vals.pop())
+            else:
+                chance.append("varies")
+                for m, res in group:
+                    note(f"varies: the chance of {SHORT_NAMES.get(x, x)} depends on each predictor's ties",
+                         f"{m} [{feat}] {res['chance'][x]:.4f}")
+        lines.append(f"{feat:<{fw}} {'(chance)':<{mw}}" + "".join(f"{c:>12}" for c in chance))
     lines.append("forkTau: the fork's group tau (Kendall tau of the ordinal 1..K ranks within each clip); tauB: tau-b "
                  "on the raw values within each clip (ties kept); lower is better: tauInsp, sMARE; higher: the rest")
+    if tied_rows:
+        lines.append("predictions tied within a clip (forkTau, tauInsp, pickBest take the expectation over random "
+                     "tie-breaks; clips with ties/all): " + ", ".join(tied_rows))
+    for text, who in notes.items():
+        lines.append(f"{text}: {', '.join(dict.fromkeys(who))}")
     return "\n".join(lines)

@@ -1,6 +1,7 @@
-"""Tied predictions earn no credit, chance levels follow the predictions' ties, and a split whose targets are all
-equal is refused (docs/QPP.md §Evaluation)."""
+"""Tied predictions earn no credit, chance levels follow the predictions' ties, degenerate targets are refused, and
+the printed table never hides a partial or undefined value (docs/QPP.md §Evaluation)."""
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from qpp import evaluate as ev
 from qpp.run import run_qpp
 from qpp.synthetic_run import make_synthetic_run
 from utils.errors import UserError, run_cli
+from utils.io import write_json
 
 TAU_INSP_MAX = {k: ev.tau_inspired_max(k) for k in (3, 4, 5, 6)}
 
@@ -164,6 +166,64 @@ def test_smare_chance_of_a_constant_predictor_is_its_smare_and_scales():
     n = 2_000_000  # O(n log n): an n² table would need 32 TB
     t, p = rng.normal(size=n), rng.integers(0, 50, size=n).astype(float)
     assert 0.0 < ev.smare_chance(t, p) < 0.34
+
+
+# ---------------------------------------------------------------------------------------------- the printed table
+def _rows():
+    rng = np.random.default_rng(0)
+    g = 32
+    t = np.tile(np.arange(5.0), g) + rng.normal(size=5 * g) * 0.1
+    hit = t.copy()
+    hit[:5 * 27] = 1.0  # 27 clips whose 5 captions are equally good
+    return [("score", "linear", ev.evaluate(t, t + rng.normal(size=t.size), 5)),
+            ("score", "tree", ev.evaluate(t, np.round(t + rng.normal(size=t.size)), 5)),
+            ("score", "flat", ev.evaluate(t, np.zeros(t.size), 5)),
+            ("hits", "linear", ev.evaluate(hit, t + rng.normal(size=t.size), 5))]
+
+
+def test_table_marks_constant_predictors_undefined_and_partial_values():
+    table = ev.format_table(_rows())
+    lines = table.splitlines()
+    assert "nan" not in table.lower().replace("n/a", "")
+    flat = next(ln for ln in lines if ln.startswith("score") and "flat" in ln)
+    assert "flat (constant)" in flat and flat.count("n/a") == 4  # tauB, pearson, spearman, kendall
+    assert any(ln.startswith("n/a in pearson/spearman/kendall: undefined, the predictions are constant")
+               and "flat [score]" in ln for ln in lines)
+    assert any(ln.startswith("n/a in tauB") and "flat [score]" in ln for ln in lines)
+    hits = next(ln for ln in lines if ln.startswith("hits") and "linear" in ln)
+    assert "*" in hits
+    assert any(ln.startswith("* tauB over 5 of 32 clips (27 clips") and ln.endswith("linear [hits]")
+               for ln in lines)
+    # the tree's rounded predictions tie within clips; the table says so, and sMARE's chance is per predictor
+    assert any(ln.startswith("predictions tied within a clip") and "tree [score]" in ln for ln in lines)
+    chance = next(ln for ln in lines if ln.startswith("score") and "(chance)" in ln)
+    assert chance.split()[-1] == "varies"
+    assert any(ln.startswith("varies: the chance of sMARE") and "flat [score] 0.2500" in ln for ln in lines)
+    # a table without any of this has no footnotes
+    plain = ev.format_table(_rows()[:1])
+    assert len(plain.splitlines()) == 5 and "0*" not in plain and "n/a" not in plain
+
+
+def test_results_json_keeps_undefined_values_machine_readable(tmp_path):
+    res = _rows()[2][2]
+    write_json(tmp_path / "r.json", res)
+    back = json.loads((tmp_path / "r.json").read_text())
+    assert back["pearson"] is None and back["kendall_tau_group_mean"] is None
+    assert back["predictions_constant"] is True and back["tau_groups_nan"] == 32
+    assert back["chance"]["sMARE"] == pytest.approx(back["sMARE"])
+
+
+def test_tree_predictions_tie_within_clips_and_the_run_reports_it(tmp_path):
+    run = make_synthetic_run(tmp_path / "run", {"val": 40, "test": 30}, seed=3)
+    logged = []
+    res = run_qpp(run, features=["score"], models=["linear", "tree"], out_dir=tmp_path / "o", n_resamples=100,
+                  plots=False, log=logged.append)
+    tree = res["models"]["tree"]
+    assert tree["clips_with_tied_predictions"] > 0  # min_samples_leaf 20 on 200 fitting rows: few leaves
+    assert tree["chance"]["sMARE"] < ev.smare_chance_no_ties(150)  # ties in the predictions lower sMARE's chance
+    table = next(s for s in logged if s.startswith("features"))
+    assert "tree [score]" in table.split("predictions tied within a clip")[1]
+    assert "predictions tied within a clip" in (tmp_path / "o" / "results.md").read_text()
 
 
 # ---------------------------------------------------------------------------------------------- refused inputs
