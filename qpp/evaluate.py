@@ -319,7 +319,8 @@ def format_table(rows: list[tuple[str, str, dict]], metrics=TABLE_METRICS) -> st
     mw = max([14] + [len(s) for s in labels.values()])
     head = f"{'features':<{fw}} {'model':<{mw}}" + "".join(f"{SHORT_NAMES.get(m, m):>12}" for m in metrics)
     lines = [head, "-" * len(head)]
-    tied_rows = []
+    tied: dict[str, list[str]] = {}  # feature set -> "model count" of the rows with predictions tied within clips
+    varying: dict[str, list[tuple[str, str]]] = {}  # metric -> (row, chance) where its chance differs between rows
     for feat in dict.fromkeys(f for f, _, _ in rows):
         group = [(m, res) for f, m, res in rows if f == feat]
         for m, res in group:
@@ -329,23 +330,28 @@ def format_table(rows: list[tuple[str, str, dict]], metrics=TABLE_METRICS) -> st
                 note("(constant): one prediction for every query; its per-clip metrics equal their chance values",
                      who)
             elif res.get("clips_with_tied_predictions"):
-                tied_rows.append(f"{who} {res['clips_with_tied_predictions']}/{res['tau_groups']}")
+                tied.setdefault(feat, []).append(f"{m} {res['clips_with_tied_predictions']}")
         chance = []
         for x in metrics:
-            vals = {f"{res['chance'][x]:.4f}" for _, res in group}
-            if len(vals) == 1:
-                chance.append(vals.pop())
-            else:
-                chance.append("varies")
-                for m, res in group:
-                    note(f"varies: the chance of {SHORT_NAMES.get(x, x)} depends on each predictor's ties",
-                         f"{m} [{feat}] {res['chance'][x]:.4f}")
+            vals = [f"{res['chance'][x]:.4f}" for _, res in group]
+            chance.append(vals[0] if len(set(vals)) == 1 else "varies")
+            if len(set(vals)) > 1:
+                varying.setdefault(x, []).extend((f"{m} [{feat}]", v) for (m, _), v in zip(group, vals))
         lines.append(f"{feat:<{fw}} {'(chance)':<{mw}}" + "".join(f"{c:>12}" for c in chance))
     lines.append("forkTau: the fork's group tau (Kendall tau of the ordinal 1..K ranks within each clip); tauB: tau-b "
                  "on the raw values within each clip (ties kept); lower is better: tauInsp, sMARE; higher: the rest")
-    if tied_rows:
-        lines.append("predictions tied within a clip (forkTau, tauInsp, pickBest take the expectation over random "
-                     "tie-breaks; clips with ties/all): " + ", ".join(tied_rows))
+    if tied:
+        lines.append(f"clips (of {rows[0][2]['tau_groups']}) with predictions tied within the clip, scored by forkTau, "
+                     "tauInsp and pickBest as the expectation over random tie-breaks: "
+                     + "; ".join(f"{f}: {', '.join(v)}" for f, v in tied.items()))
+    for x, entries in varying.items():
+        values = [v for _, v in entries]
+        common = max(sorted(set(values)), key=values.count)
+        if values.count(common) == 1:
+            common = None  # no value shared by several rows: list them all
+        lines.append(f"varies: the chance of {SHORT_NAMES.get(x, x)} depends on the predictor's ties: "
+                     + (f"{common} except " if common else "")
+                     + ", ".join(f"{w} {v}" for w, v in entries if v != common))
     for text, who in notes.items():
         lines.append(f"{text}: {', '.join(dict.fromkeys(who))}")
     return "\n".join(lines)

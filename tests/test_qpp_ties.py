@@ -195,10 +195,15 @@ def test_table_marks_constant_predictors_undefined_and_partial_values():
     assert any(ln.startswith("* tauB over 5 of 32 clips (27 clips") and ln.endswith("linear [hits]")
                for ln in lines)
     # the tree's rounded predictions tie within clips; the table says so, and sMARE's chance is per predictor
-    assert any(ln.startswith("predictions tied within a clip") and "tree [score]" in ln for ln in lines)
+    assert any(ln.startswith("clips (of 32) with predictions tied within the clip") and ln.endswith("score: tree 29")
+               for ln in lines)
     chance = next(ln for ln in lines if ln.startswith("score") and "(chance)" in ln)
     assert chance.split()[-1] == "varies"
-    assert any(ln.startswith("varies: the chance of sMARE") and "flat [score] 0.2500" in ln for ln in lines)
+    assert "varies: the chance of sMARE depends on the predictor's ties: linear [score] 0.3333, tree [score] 0.3313, " \
+           "flat [score] 0.2500" in lines
+    two = ev.format_table(_rows()[:3] + [("score", "linear2", _rows()[0][2])])  # two rows share 0.3333
+    assert "varies: the chance of sMARE depends on the predictor's ties: 0.3333 except tree [score] 0.3313, " \
+           "flat [score] 0.2500" in two.splitlines()
     # a table without any of this has no footnotes
     plain = ev.format_table(_rows()[:1])
     assert len(plain.splitlines()) == 5 and "0*" not in plain and "n/a" not in plain
@@ -222,8 +227,9 @@ def test_tree_predictions_tie_within_clips_and_the_run_reports_it(tmp_path):
     assert tree["clips_with_tied_predictions"] > 0  # min_samples_leaf 20 on 200 fitting rows: few leaves
     assert tree["chance"]["sMARE"] < ev.smare_chance_no_ties(150)  # ties in the predictions lower sMARE's chance
     table = next(s for s in logged if s.startswith("features"))
-    assert "tree [score]" in table.split("predictions tied within a clip")[1]
-    assert "predictions tied within a clip" in (tmp_path / "o" / "results.md").read_text()
+    tied_line = next(ln for ln in table.splitlines() if ln.startswith("clips (of 30) with predictions tied"))
+    assert tied_line.endswith(f"score: tree {tree['clips_with_tied_predictions']}")  # linear: untied here
+    assert tied_line in (tmp_path / "o" / "results.md").read_text()
 
 
 # ---------------------------------------------------------------------------------------------- refused inputs
