@@ -80,8 +80,11 @@ def run_qpp(run_dir: str | Path, *, fit_split: str = "val", cv: int | None = Non
 
     tg_ev = compute_targets(ev_sims, ev_man.gt_cols())
     y_ev = badness(tg_ev[target], target)
+    _check_targets_vary(tg_ev, target, run_dir, "test", n_ev)
     tg_fit = tg_ev if cv else compute_targets(fit_sims, fit_man.gt_cols())
     y_fit = badness(tg_fit[target], target)
+    if not cv:
+        _check_targets_vary(tg_fit, target, run_dir, fit_split, len(fit_man.clip_ids))
 
     sf_ev = SplitFeatures(ev_sims, ev_man.captions, k, cache, device)
     sf_fit = sf_ev if cv else SplitFeatures(fit_sims, fit_man.captions, k, cache, device)
@@ -151,6 +154,22 @@ def run_qpp(run_dir: str | Path, *, fit_split: str = "val", cv: int | None = Non
                       feature_sets, all_models, results, y_ev, t_start, log)
     log(f"qpp: wrote {out} ({res_json['timings_s']['total']:.1f}s)")
     return res_json
+
+
+def _check_targets_vary(tg: dict, target: str, run_dir: Path, split: str, n_clips: int) -> None:
+    """Refuse a split on which every caption query is equally good: there is nothing to predict (test) or to learn
+    from (the fitting split), and every metric of a prediction would be undefined or trivially perfect."""
+    values, rank0 = tg[target], tg["rank0"]
+    if values.size == 0 or np.any(values != values[0]):
+        return
+    if np.all(rank0 == rank0[0]):
+        where = ("a single clip, which every caption ranks first" if n_clips == 1 else
+                 f"every caption ranks its clip at {rank0[0] + 1:g} of {n_clips}")
+    else:
+        where = f"every caption's clip is {'' if values[0] else 'not '}in its top 10"
+    raise UserError(f"qpp: the {split} targets are all equal ({run_dir / 'sims' / (split + '.npy')}: {target} = "
+                    f"{values[0]:.6g} for all {values.size} caption queries; {where}): "
+                    f"nothing to {'predict' if split == 'test' else 'learn from'}")
 
 
 def _check_folds(folds, k: int) -> None:
