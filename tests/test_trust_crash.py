@@ -102,6 +102,34 @@ def test_train_killed_mid_epoch_and_mid_checkpoint_write(setup):
     assert complete_runs(setup["root"] / "saved", "clotho-synthetic-tiny-ce")[-1] == killed  # newest by completion
 
 
+def _interrupt_at(argv: list, point: str) -> tuple[int, str]:
+    """Start train.py, wait for the pause point, send SIGINT (Ctrl-C); returns (exit code, stderr)."""
+    env = dict(os.environ, TOOLKIT_TEST_PAUSE=point, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, *map(str, argv)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith(f"PAUSED {point.split('#')[0]}"):
+            proc.send_signal(signal.SIGINT)
+    return proc.wait(timeout=120), "".join(seen)
+
+
+def test_train_ctrl_c_names_the_resume_command_or_removes_a_run_with_nothing_to_resume(setup):
+    argv = [REPO / "train.py", "--config", TINY, "--custom_args", setup["custom"], "--threads", "1", "--quiet"]
+    before = _runs(setup)
+    rc, err = _interrupt_at(argv, "train-step@1")  # before the first checkpoint
+    assert rc == 130 and _runs(setup) == before, err
+    assert "interrupted before the first checkpoint" in err and "removed (nothing to resume from)" in err
+
+    rc, err = _interrupt_at(argv, "train-step@2")  # after epoch 1's checkpoint
+    (kept,) = _runs(setup) - before
+    assert rc == 130 and (kept / "checkpoint-last.pth").is_file(), err
+    assert f"continue with python train.py --resume {kept}" in err
+    assert f"--resume {kept}" in (kept / "train.log").read_text()
+    shutil.rmtree(kept)
+
+
 def _fusion(argv):
     import fusion.run as fr
     return fr.main_from_args(fr.build_parser().parse_args([str(a) for a in argv]))

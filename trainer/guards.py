@@ -70,11 +70,16 @@ def discard_on_failure(run_dir: Path, new_run: bool, fresh_dirs: Sequence[Path] 
         yield
     except (UserError, OSError):
         if new_run:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            for d in fresh_dirs:
-                with contextlib.suppress(OSError):
-                    d.rmdir()
+            discard_run_dir(run_dir, fresh_dirs)
         raise
+
+
+def discard_run_dir(run_dir: Path, fresh_dirs: Sequence[Path] = ()) -> None:
+    """Remove a new run's folder, and the experiment / save folders it created when they are left empty."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for d in fresh_dirs:
+        with contextlib.suppress(OSError):
+            d.rmdir()
 
 
 # ------------------------------------------------------------------------------------------------ splits up front

@@ -30,7 +30,8 @@ from trainer.distributed import current_context
 from trainer.export import TensorSplit, as_tensor_split, compute_sims
 from trainer.final_eval import evaluate_and_write
 from trainer.guards import (check_checkpoint_identity, check_disjoint_splits, check_finite_loss, check_finite_sims,
-                            discard_on_failure, preflight_splits, resume_threads, write_run_env)
+                            discard_on_failure, discard_run_dir, preflight_splits, resume_threads,
+                            write_run_env)
 from trainer.optim import build_optimizer, build_scheduler
 from trainer.precision import (autocast, check_supported, holds_eval_splits, precision_of, prepare_model,
                                prepare_optimizer, store_features)
@@ -143,8 +144,29 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
         try:
             return _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop_after_epochs,
                         model, data, t_data, dump_splits, splits_loader or load_splits, t_start)
+        except KeyboardInterrupt:
+            if ddp.is_writer:
+                _report_interrupt(run_dir, new_run, fresh_dirs, logger, quiet)
+            raise
         finally:
             close_logger(logger)
+
+
+def _report_interrupt(run_dir: Path, new_run: bool, fresh_dirs: list[Path], logger, quiet: bool) -> None:
+    """Ctrl-C: say where the run stands and how to continue it; a new run with nothing to resume from is removed."""
+    if (run_dir / LAST_NAME).is_file():
+        message = (f"interrupted: {run_dir} holds a resume checkpoint ({LAST_NAME}); continue with "
+                   f"python train.py --resume {run_dir}")
+    elif new_run:
+        message = f"interrupted before the first checkpoint: {run_dir} removed (nothing to resume from)"
+    else:
+        message = f"interrupted: {run_dir} unchanged"
+    logger.info(message)  # train.log (and the console unless --quiet)
+    if quiet:
+        print(message, file=sys.stderr)
+    if new_run and not (run_dir / LAST_NAME).is_file():
+        close_logger(logger)
+        discard_run_dir(run_dir, fresh_dirs)
 
 
 def _check_resumable(run_dir: Path, config: dict, chash: str) -> None:
