@@ -47,10 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     from utils.cli import ArgumentParser, nonneg_int, positive_int, thread_count
 
     p = ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default=str(REPO / "configs/clotho-synthetic/train-vggish-vggsound.json"))
+    p.add_argument("--config", default=str(REPO / "configs/clotho-synthetic/train-vggish-vggsound.json"),
+                   help="training config (default: CE on the CLOTHO-size synthetic set, the issue's comparison)")
     p.add_argument("--precisions", default="float32,bf16", help="comma-separated modes to compare (first = baseline)")
-    p.add_argument("--epochs", type=positive_int, default=20)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--epochs", type=positive_int, default=20,
+                   help="epochs per run (default 20: the original's figures are for 20; other values are not "
+                        "compared with the target)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or a CUDA index")
     p.add_argument("--threads", type=thread_count, default=None, help="torch CPU threads (default: all available)")
     p.add_argument("--custom_args", default=None, help="extra config overrides")
     p.add_argument("--step-rounds", type=nonneg_int, default=3, help="rounds of back-to-back step timings (0: skip)")
@@ -199,7 +202,7 @@ def _report(modes: list[str], results: dict, args) -> None:
         print(f"{m:8s} x{base['process_s'] / r['process_s']:.2f} wall vs {modes[0]}, "
               f"x{base['step_s'] / r['step_s']:.2f} per train step; x{vs_orig:.2f} vs the original's 162 s{note}; "
               f"target <= {TARGET_S:.0f} s: "
-              f"{'met' if r['process_s'] <= TARGET_S and args.epochs == 20 else 'not met'}; "
+              f"{('met' if r['process_s'] <= TARGET_S else 'not met') if args.epochs == 20 else 'not judged'}; "
               f"peak {r['peak_gib'] * 2**30 / 1e9:.2f} GB (target <= {TARGET_GB:.0f} GB)")
 
 

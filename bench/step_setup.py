@@ -72,3 +72,10 @@ def cpu_seconds() -> float:
     """User + system CPU time of this process (all threads)."""
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+if __name__ == "__main__":
+    import sys
+    print("error: bench/step_setup.py is the shared setup of bench_train.py and bench_step.py, not a command "
+          "(python bench/bench_step.py --help)", file=sys.stderr)
+    sys.exit(2)
