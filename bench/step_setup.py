@@ -76,6 +76,13 @@ def cpu_seconds() -> float:
 
 if __name__ == "__main__":
     import sys
-    print("error: bench/step_setup.py is the shared setup of bench_train.py and bench_step.py, not a command "
-          "(python bench/bench_step.py --help)", file=sys.stderr)
-    sys.exit(2)
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from utils.errors import UserError, run_cli
+
+    def _not_a_command(argv=None):
+        raise UserError("bench/step_setup.py is the shared setup of bench_train.py and bench_step.py, not a command "
+                        "(python bench/bench_step.py --help)")
+
+    sys.exit(run_cli(_not_a_command))
