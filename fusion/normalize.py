@@ -6,6 +6,10 @@ caption row before fusion. Formulas, for one row ``s`` of ``N`` scores:
 * ``none``    : ``s`` (the fork's choice).
 * ``min-max`` : ``(s - min s) / (max s - min s)``; a constant row becomes all 0.
 * ``z-score`` : ``(s - mean s) / std s`` (population std); a constant row becomes all 0.
+
+Both are scale-invariant, so when a statistic would leave the safe range (``max - min`` or the variance of
+scores near 1e20 overflows float32, of scores near 1e-25 underflows to 0) the chunk is first multiplied by a
+per-row power of two: exact, hence the same bits as before for every row whose statistics were fine.
 * ``rank``    : ``(N - r) / (N - 1)`` with ``r`` the 1-based rank of :meth:`NumpyOps.ranks` (1 = best, 0 = worst).
 
 Ranks (used by ``rank`` and by RRF / Borda / ISR) come from **one stable sort per row** of the negated
@@ -74,6 +78,15 @@ class NumpyOps:
     def where(self, cond, a, b):
         return np.where(cond, a, b)
 
+    def any(self, mask) -> bool:
+        return bool(mask.any())
+
+    def pow2_scale(self, m):
+        """``2**-e`` with ``m = f * 2**e``, ``0.5 <= f < 1``: brings ``m`` into [0.5, 1) exactly (1 for 0, inf, NaN);
+        ``e`` is clipped so that the scale itself is a normal number (subnormal ``m`` lands near 2**-23)."""
+        bound = np.finfo(m.dtype).maxexp - 2
+        return np.ldexp(np.ones_like(m), np.clip(-np.frexp(m)[1], -bound, bound))
+
 
 class TorchOps(NumpyOps):
     """The same operations with torch on ``device`` (e.g. ``cuda:0``); imported only when asked for."""
@@ -136,6 +149,12 @@ class TorchOps(NumpyOps):
     def where(self, cond, a, b):
         return self.torch.where(cond, a, b)
 
+    def pow2_scale(self, m):
+        exponent = self.torch.frexp(m).exponent
+        exponent = self.torch.where(self.torch.isfinite(m), exponent, self.torch.zeros_like(exponent))
+        bound = int(np.log2(self.torch.finfo(m.dtype).max)) - 1
+        return self.torch.ldexp(self.torch.ones_like(m), (-exponent).clamp(-bound, bound))
+
 
 def get_ops(device: str | int = "cpu") -> NumpyOps:
     """``cpu`` -> numpy; ``N`` or ``cuda:N`` -> torch on that GPU; ``torch:cpu`` -> torch on the CPU (tests)."""
@@ -160,13 +179,37 @@ def norm_none(ops: NumpyOps, x):
     return x
 
 
+_SAFE_LOW, _SAFE_HIGH = 2.0 ** -40, 2.0 ** 40  # a statistic in here cannot have overflowed or underflowed
+
+
+def _outside_safe_range(ops: NumpyOps, stat) -> bool:
+    """Any row whose statistic (max - min, std) is inf, NaN or outside the safe range (0 included)."""
+    return ops.any(~((stat >= _SAFE_LOW) & (stat <= _SAFE_HIGH)))
+
+
+def _pow2_rescaled(ops: NumpyOps, x, low=None, high=None):
+    """``x`` times a per-row power of two that brings ``max |x|`` into [0.5, 1): exact (no rounding)."""
+    low = ops.stat(x, "min") if low is None else low
+    high = ops.stat(x, "max") if high is None else high
+    return x * ops.pow2_scale(ops.where(abs(high) > abs(low), abs(high), abs(low)))
+
+
 def norm_min_max(ops: NumpyOps, x):
-    low = ops.stat(x, "min")
-    return _safe_divide(ops, x - low, ops.stat(x, "max") - low)
+    low, high = ops.stat(x, "min"), ops.stat(x, "max")
+    den = high - low
+    if _outside_safe_range(ops, ops.where(den == 0, den + 1, den)):  # a constant row (den 0) is fine: all 0
+        x = _pow2_rescaled(ops, x, low, high)
+        low, high = ops.stat(x, "min"), ops.stat(x, "max")
+        den = high - low
+    return _safe_divide(ops, x - low, den)
 
 
 def norm_z_score(ops: NumpyOps, x):
-    return _safe_divide(ops, x - ops.stat(x, "mean"), ops.stat(x, "std"))
+    std = ops.stat(x, "std")
+    if _outside_safe_range(ops, std):  # also constant rows (std 0): rare, and rescaling keeps them 0
+        x = _pow2_rescaled(ops, x)
+        std = ops.stat(x, "std")
+    return _safe_divide(ops, x - ops.stat(x, "mean"), std)
 
 
 def norm_rank(ops: NumpyOps, x):

@@ -1,8 +1,16 @@
 """Numerics of fusion and metrics: NaN never ranked, no spurious overflow, tie-symmetric ranks, exact sums."""
+import json
+
 import numpy as np
 import pytest
 
+from fusion import methods
+from fusion.methods import FusionOverflow
+from fusion.registry import SCORE_BASED, fuse
+from fusion.run import build_parser, main_from_args
 from retrieval.metrics import gt_ranks_a2t, gt_ranks_t2a, t2a_metrics
+from retrieval.sims_io import build_manifest, save_sims
+from utils.errors import run_cli
 
 
 # ------------------------------------------------------------------------------------------- metrics: NaN refused
@@ -47,3 +55,149 @@ def test_infinite_and_huge_scores_are_ranked_only_nan_refused(fill):
         gt_ranks_t2a(x, gt)
     with pytest.raises(ValueError, match="^column 3 .*row 6"):
         gt_ranks_a2t(x, gt)
+
+
+# ------------------------------------------------------------------------------------- fusion: no spurious overflow
+N, K = 12, 5
+DEVICES = ["cpu", "torch:cpu"]
+RANK_METHODS = ("rrf", "borda", "isr")
+
+
+def _sims(seed=0, n=N, k=K):
+    """Tie-free scores in (-1, 1) with a signal (so fused metrics are not trivial)."""
+    rng = np.random.default_rng(seed)
+    clip = rng.standard_normal((n, 8))
+    s = (np.repeat(clip, k, 0) + 2.0 * rng.standard_normal((n * k, 8))) @ clip.T
+    return (s / (np.abs(s).max() * 1.01)).astype(np.float32)
+
+
+def _params(n_rows=N * K, **kw):
+    return {"norm": "none", "depth": 4, "k": 60, "weights": np.linspace(0.5, 1.5, n_rows), **kw}
+
+
+@pytest.mark.parametrize("norm, exponent, device", [
+    ("min-max", 127, "cpu"), ("min-max", 127, "torch:cpu"), ("z-score", 127, "cpu"), ("z-score", 127, "torch:cpu"),
+    ("z-score", 70, "cpu"), ("z-score", -70, "cpu"), ("z-score", -100, "cpu")])  # torch's std survived +-70
+@pytest.mark.parametrize("method", SCORE_BASED)
+def test_normalised_fusion_is_exactly_scale_invariant(method, norm, exponent, device):
+    """A power-of-two scale is exact, so normalised fusion must give the same bits at any scale: before, max - min
+    or the variance overflowed (rows near 1e20 z-scored to all 0) or underflowed."""
+    s = _sims()
+    s[:, :2] = [1.98, -1.98]  # every row spans the range, so max - min leaves float32 at 2**127
+    scaled = s * np.float32(2.0 ** exponent)
+    assert np.isfinite(scaled).all()
+    p = _params(norm=norm)
+    np.testing.assert_array_equal(fuse(method, scaled, K, params=p, device=device), fuse(method, s, K, params=p, device=device))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("method", ["combsum", "weighted_combsum"])
+@pytest.mark.parametrize("scale", [3e38, 1e38])
+def test_overflowing_sum_raises_instead_of_inf(method, scale, device):
+    s = _sims()
+    s[:, 0] = 0.9  # K scores of 0.9 x scale in one column: the sum leaves float32
+    s = (s * np.float32(scale)).astype(np.float32)
+    assert np.isfinite(s).all()
+    with pytest.raises(FusionOverflow) as err:
+        fuse(method, s, K, params=_params(), device=device)
+    assert err.value.method == method and err.value.largest == pytest.approx(np.abs(s).max(), rel=1e-6)
+    assert "overflows float32" in str(err.value)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("span", [(1.98, -1.98), (1.98, -1.5), (1.9, -1.9)])
+def test_combmnz_of_huge_finite_scores_equals_the_rescaled_one(span, device):
+    """MNZ min-max-normalises every row: max - min of scores near 3e38 overflowed and MNZ became NaN."""
+    s = _sims()
+    s[:, :2] = span
+    huge = s * np.float32(2.0 ** 127)
+    np.testing.assert_array_equal(fuse("combmnz", huge, K, params=_params(), device=device),
+                                  fuse("combmnz", s, K, params=_params(), device=device))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("method", ["combsum", "combmnz"])
+def test_float16_input_is_computed_in_float32(method, device):
+    """float16 scores near its max (60000) summed in float16 gave inf; now they are computed in float32."""
+    s16 = (_sims() * 60000).astype(np.float16)
+    p = _params()
+    out = fuse(method, s16, K, params=p, device=device)
+    np.testing.assert_array_equal(out, fuse(method, s16.astype(np.float32), K, params=p, device=device))
+
+
+@pytest.mark.parametrize("weights", [1e300, 1e39, np.inf])
+def test_weights_not_finite_in_float32_are_refused(weights):
+    w = np.full(N * K, 1.0)
+    w[7] = weights
+    with pytest.raises(FusionOverflow, match="weights up to .* not finite in float32"):
+        methods.weighted_combsum(_sims(), K, w)
+
+
+# ------------------------------------------------------------------------------------------------------ CLIs
+def _run(root, name, sims, k=K, splits=("test",)):
+    run = root / name / "2026-01-01_00-00-00_seed-0"
+    for split in splits:
+        save_sims(run / "sims", split, sims, build_manifest(split, [f"clip{i}" for i in range(sims.shape[1])], None,
+                                                            {"run": name}, k))
+    (run / "metrics.json").write_text("{}")
+    return run
+
+
+def _cli(argv, capsys):
+    rc = run_cli(lambda a: main_from_args(build_parser().parse_args(a)), argv)
+    return rc, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize("argv", [["--methods", "combsum"], ["--methods", "rrf,combsum,combmnz"],
+                                  ["--methods", "weighted_combsum", "--weights", "W"], []])
+def test_cli_overflow_exits_2_naming_the_file_and_writes_nothing(tmp_path, capsys, argv):
+    run = _run(tmp_path, "huge", (_sims() * np.float32(3e38)).astype(np.float32))
+    np.save(run / "w.npy", np.ones(N * K))
+    argv = [str(run / "w.npy") if a == "W" else a for a in argv]
+    before = sorted(tmp_path.rglob("*"))
+    rc, err = _cli(["--run", str(run), "--no-plot", "--quiet", "--resamples", "20", *argv], capsys)
+    assert rc == 2 and len(err) == 1, err
+    assert f"{run}/sims/test.npy overflows float32" in err[0] and "rescale" in err[0]
+    assert sorted(tmp_path.rglob("*")) == before  # no fusion/ folder, no temporary left
+
+
+@pytest.mark.parametrize("value", ["1e300", "3.5e38"])
+def test_cli_weights_overflowing_float32_name_the_weights_file(tmp_path, capsys, value):
+    run = _run(tmp_path, "w", _sims())
+    w = np.ones(N * K)
+    w[3] = float(value)
+    np.save(run / "w.npy", w)
+    rc, err = _cli(["--run", str(run), "--no-plot", "--quiet", "--methods", "weighted_combsum", "--weights",
+                    str(run / "w.npy")], capsys)
+    assert rc == 2 and len(err) == 1 and f"{run / 'w.npy'}: weight {float(value)}" in err[0], err
+    assert not (run / "fusion").exists()
+
+
+def test_cli_systems_overflow_names_the_file(tmp_path, capsys):
+    s = _sims()
+    a = _run(tmp_path, "a", s, splits=("val", "test"))
+    b = _run(tmp_path, "b", (s * np.float32(3e38)).astype(np.float32), splits=("val", "test"))
+    before = sorted(tmp_path.rglob("*"))
+    rc, err = _cli(["--runs", str(a), str(b), "--systems-norm", "none", "--systems-methods", "combsum",
+                    "--no-plot", "--quiet", "--resamples", "20"], capsys)
+    assert rc == 2 and len(err) == 1, err
+    assert "combsum of " in err[0] and f"{b}/sims/" in err[0] and "overflows float32" in err[0]
+    # nothing written: only the (empty) parent of the default output folder may have been created
+    assert [p for p in sorted(tmp_path.rglob("*")) if p not in before] in ([], [tmp_path / "system-fusion"])
+    assert not (tmp_path / "system-fusion").exists() or not any((tmp_path / "system-fusion").iterdir())
+
+
+def test_cli_z_score_of_scores_near_1e20_is_not_all_zero(tmp_path, capsys):
+    """Before: std overflowed in float32, every row became 0 and R@10 was 0 with exit 0."""
+    s = _sims()
+    runs = [_run(tmp_path, name, x) for name, x in (("plain", s), ("e20", (s * np.float32(1e20)).astype(np.float32)))]
+    results = []
+    for run in runs:
+        rc, err = _cli(["--run", str(run), "--no-plot", "--quiet", "--resamples", "20", "--norm", "z-score",
+                        "--methods", "combsum,combmnz"], capsys)
+        assert rc == 0, err
+        results.append(json.loads((run / "fusion" / "results.json").read_text())["methods"])
+    for method in ("combsum", "combmnz"):
+        assert results[1][method]["R10"] > 0
+        for key in ("R1", "R5", "R10"):
+            assert results[1][method][key] == pytest.approx(results[0][method][key], abs=100 / N + 1e-9)
