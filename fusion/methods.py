@@ -10,8 +10,8 @@ finite: a non-finite result from finite input (float32 overflow, e.g. CombSum of
 :class:`FusionOverflow` instead of being written or evaluated; the CLIs turn it into one line naming the file.
 
 Notation for one clip, its caption rows ``k = 1..K`` and a candidate clip ``d``: ``s_k(d)`` the (optionally
-normalised) score, ``r_k(d)`` the 1-based rank of ``d`` in row ``k`` (one stable sort, ties: lower column
-index wins), ``N`` the number of candidates.
+normalised) score, ``r_k(d)`` the 1-based rank of ``d`` in row ``k`` (one sort; tied scores share the mean of
+the per-rank values of their positions, as the metrics average ties), ``N`` the number of candidates.
 """
 from __future__ import annotations
 
@@ -147,8 +147,8 @@ def combmed(sims, captions_per_clip, *, norm="none", **opts):
 def combmnz(sims, captions_per_clip, *, norm="none", depth=100, **opts):
     """CombMNZ over the top-``depth`` lists: ``S(d) = n(d) * sum_{k: d in top_depth(k)} m_k(d)``.
 
-    ``n(d)`` = number of caption rows that retrieve ``d`` in their top ``depth`` (ties at the cut-off: lower
-    column index first), ``m_k`` = min-max of the ``--norm``-normalised row, so every score is in [0, 1]
+    ``n(d)`` = number of caption rows that retrieve ``d`` in their top ``depth`` (every score tied with the
+    ``depth``-th is retrieved: no column bias), ``m_k`` = min-max of the ``--norm``-normalised row, so every score is in [0, 1]
     (MNZ's multiplication needs non-negative scores; min-max is a no-op after min-max or rank). A clip no
     row retrieves scores 0. With ``depth >= N`` every row retrieves everything and MNZ == K x CombSum(min-max).
     """

@@ -12,18 +12,38 @@ scores near 1e20 overflows float32, of scores near 1e-25 underflows to 0) the ch
 per-row power of two: exact, hence the same bits as before for every row whose statistics were fine.
 * ``rank``    : ``(N - r) / (N - 1)`` with ``r`` the 1-based rank of :meth:`NumpyOps.ranks` (1 = best, 0 = worst).
 
-Ranks (used by ``rank`` and by RRF / Borda / ISR) come from **one stable sort per row** of the negated
-scores, scattered back: tied scores get distinct ranks and **the lower column index wins** (gets the
-better rank). That is the fork's double-argsort ordering made deterministic, with one sort instead of two.
+Ranks (used by ``rank`` and by RRF / Borda / ISR) come from **one sort per row** of the negated scores,
+scattered back. **Tied scores share the mean** of the per-rank values of the positions they occupy (a tie
+over ranks 2 and 3 gives both 2.5, or both ``(1/62 + 1/63) / 2`` in RRF), as the metrics average ties: no
+column index is favoured. Untied scores get exactly the value of their rank; a chunk without ties does no
+extra work beyond one comparison of sorted neighbours.
 """
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable
 
 import numpy as np
 
-from retrieval.trec import top_k_mask
 from utils.errors import UserError
+
+
+_HIGH_HALF = 1 if sys.byteorder == "little" else 0  # the int32 holding the high half of an int64
+_TIE_BLOCK = 2**20  # scores per block of tied rows: the run-mean temporaries stay near 40 MB whatever the chunk
+
+
+def _run_means(per_rank: np.ndarray, tied: np.ndarray) -> np.ndarray:
+    """``(R, N)`` values by sorted position: ``per_rank``, each run of tied neighbours replaced by its mean.
+
+    ``tied[r, p]``: sorted positions ``p`` and ``p + 1`` of row ``r`` hold equal scores. A run of one keeps its
+    value bit for bit (``0 + v``, divided by 1).
+    """
+    rows, n = tied.shape[0], tied.shape[1] + 1
+    starts = np.ones((rows, n), dtype=bool)
+    starts[:, 1:] = ~tied
+    run = np.cumsum(starts.ravel()) - 1
+    means = np.bincount(run, weights=np.tile(per_rank, rows)) / np.bincount(run)
+    return means[run].reshape(rows, n)
 
 
 class NumpyOps:
@@ -38,16 +58,18 @@ class NumpyOps:
         return x
 
     def ranks(self, x: np.ndarray) -> np.ndarray:
-        """1-based descending float64 ranks along the last axis (ties: lower index first)."""
+        """1-based descending float64 ranks along the last axis (ties: the mean of their positions)."""
         return self.rank_scatter(x, np.arange(1, x.shape[-1] + 1, dtype=np.float64))
 
     def rank_scatter(self, x: np.ndarray, per_rank: np.ndarray) -> np.ndarray:
-        """``out[..., j] = per_rank[r_j - 1]`` with ``r_j`` the 1-based descending rank of ``x[..., j]``.
+        """``out[..., j] = per_rank[r_j - 1]`` with ``r_j`` the 1-based descending rank of ``x[..., j]``; tied
+        scores get the mean of ``per_rank`` over their positions.
 
         One sort per row and no argsort: float32 rows are sorted as unique int64 keys
-        ``(order-preserving int of -score) << 32 | column``, so a plain (fast, SIMD, unstable) sort yields the
-        stable order (the column breaks ties) and the sorted keys carry the column back. Scattering a per-rank
-        value (a rank, ``1/(k+r)``, ...) directly saves a pass over the matrix. Other dtypes use a stable argsort.
+        ``(order-preserving int of -score) << 32 | column``, so a plain (fast, SIMD, unstable) sort yields a
+        deterministic order, the sorted keys carry the column back, and equal high halves of neighbouring keys
+        are the ties. Scattering a per-rank value (a rank, ``1/(k+r)``, ...) directly saves a pass over the
+        matrix. Other dtypes use a stable argsort.
         """
         flat = x.reshape(-1, x.shape[-1])
         n = flat.shape[1]
@@ -59,14 +81,32 @@ class NumpyOps:
             keys |= np.arange(n, dtype=np.int64)
             keys.sort(axis=1)
             order = keys & 0xFFFFFFFF
+            high = keys.view(np.int32)[:, _HIGH_HALF::2]  # the score part of each key, a view (no copy)
+            tied = high[:, 1:] == high[:, :-1]
         else:
             order = np.argsort(-flat, axis=1, kind="stable")
+            ordered = np.take_along_axis(flat, order, axis=1)
+            tied = ordered[:, 1:] == ordered[:, :-1]
         out = np.empty(flat.shape, dtype=per_rank.dtype)
         np.put_along_axis(out, order, per_rank[None, :], axis=1)
+        if tied.any():  # only the rows with ties are redone, in blocks of bounded memory
+            tied_rows = np.flatnonzero(tied.any(axis=1))
+            step = max(1, _TIE_BLOCK // n)
+            for start in range(0, tied_rows.size, step):
+                rows = tied_rows[start:start + step]
+                sub = np.empty((rows.size, n), dtype=per_rank.dtype)
+                np.put_along_axis(sub, order[rows], _run_means(per_rank, tied[rows]), axis=1)
+                out[rows] = sub
         return out.reshape(x.shape)
 
     def top_k_mask(self, x: np.ndarray, k: int) -> np.ndarray:
-        return top_k_mask(x.reshape(-1, x.shape[-1]), k).reshape(x.shape)
+        """Scores ``>=`` the ``k``-th highest of their row: every score tied at the cut-off is in (no column
+        bias; ``retrieval.trec.top_k_mask`` keeps exactly ``k`` for TREC files)."""
+        flat = x.reshape(-1, x.shape[-1])
+        if k >= flat.shape[1]:
+            return np.ones(x.shape, dtype=bool)
+        kth = -np.partition(-flat, k - 1, axis=1)[:, k - 1:k]
+        return (flat >= kth).reshape(x.shape)
 
     def reduce(self, x: np.ndarray, how: str, axis: int) -> np.ndarray:
         return {"sum": np.sum, "max": np.max, "min": np.min, "median": np.median}[how](x, axis=axis)
@@ -113,20 +153,30 @@ class TorchOps(NumpyOps):
         return self.rank_scatter(x, np.arange(1, x.shape[-1] + 1, dtype=np.float64))
 
     def rank_scatter(self, x, per_rank: np.ndarray):
+        torch = self.torch
         flat = x.reshape(-1, x.shape[-1])
-        order = self.torch.sort(-flat, dim=1, stable=True).indices
-        values = self.torch.from_numpy(np.ascontiguousarray(per_rank)).to(x.device).expand_as(flat)
-        return self.torch.empty(flat.shape, dtype=values.dtype, device=x.device).scatter_(1, order, values).reshape(x.shape)
+        ordered, order = torch.sort(-flat, dim=1, stable=True)
+        per_rank = torch.from_numpy(np.ascontiguousarray(per_rank)).to(x.device)
+        out = torch.empty(flat.shape, dtype=per_rank.dtype, device=x.device).scatter_(1, order, per_rank.expand_as(flat))
+        tied = ordered[:, 1:] == ordered[:, :-1]
+        if tied.any():  # as NumpyOps: each run of tied sorted positions gets its mean, only rows with ties redone
+            rows = tied.any(dim=1).nonzero().squeeze(1)
+            starts = torch.ones((rows.numel(), flat.shape[1]), dtype=torch.bool, device=x.device)
+            starts[:, 1:] = ~tied[rows]
+            run = starts.reshape(-1).cumsum(0) - 1
+            n_runs = int(run[-1]) + 1
+            sums = torch.zeros(n_runs, dtype=per_rank.dtype, device=x.device).index_add_(0, run, per_rank.repeat(rows.numel()))
+            counts = torch.zeros(n_runs, dtype=per_rank.dtype, device=x.device).index_add_(0, run, torch.ones_like(sums[run]))
+            means = (sums / counts)[run].reshape(starts.shape)
+            out[rows] = torch.empty_like(means).scatter_(1, order[rows], means)
+        return out.reshape(x.shape)
 
     def top_k_mask(self, x, k: int):
         flat = x.reshape(-1, x.shape[-1])
-        n = flat.shape[1]
-        if k >= n:
+        if k >= flat.shape[1]:
             return self.torch.ones_like(x, dtype=self.torch.bool)
         kth = -self.torch.kthvalue(-flat, k, dim=1, keepdim=True).values
-        above, at = flat > kth, flat == kth
-        room = k - above.sum(dim=1, keepdim=True)
-        return (above | (at & (self.torch.cumsum(at, dim=1) <= room))).reshape(x.shape)
+        return (flat >= kth).reshape(x.shape)
 
     def reduce(self, x, how: str, axis: int):
         if how == "sum":
