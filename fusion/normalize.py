@@ -109,7 +109,10 @@ class NumpyOps:
         return (flat >= kth).reshape(x.shape)
 
     def reduce(self, x: np.ndarray, how: str, axis: int) -> np.ndarray:
-        return {"sum": np.sum, "max": np.max, "min": np.min, "median": np.median}[how](x, axis=axis)
+        """Sums accumulate in float64 (rounded once by the caller): float32 accumulation order broke exact ties."""
+        if how == "sum":
+            return np.sum(x, axis=axis, dtype=np.float64)
+        return {"max": np.max, "min": np.min, "median": np.median}[how](x, axis=axis)
 
     def stat(self, x: np.ndarray, how: str) -> np.ndarray:
         """Per-row statistic over the last axis, kept as a trailing axis of size 1."""
@@ -180,7 +183,7 @@ class TorchOps(NumpyOps):
 
     def reduce(self, x, how: str, axis: int):
         if how == "sum":
-            return x.sum(dim=axis)
+            return x.sum(dim=axis, dtype=self.torch.float64)
         if how in ("max", "min"):
             return getattr(x, how)(dim=axis).values
         # median as numpy defines it (mean of the two middle values for an even count); torch.median takes the lower

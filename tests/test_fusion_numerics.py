@@ -269,3 +269,27 @@ def test_rank_scatter_untied_exact_tied_mean(per_rank, dtype, device):
         for j in range(40):
             groups.setdefault(r[j], set()).add(got[row, j])
         assert all(len(v) == 1 for v in groups.values())  # a tie group shares one value exactly
+
+
+# ------------------------------------------------------------------------------ exact sums (float64 accumulation)
+def _permuted_twins(seed, dtype=np.float32, clips=40):
+    """Columns 5..9 hold, per clip, the caption scores of columns 0..4 in another caption order (equal sums in exact
+    arithmetic); column 10 is 0 and 11 is 1 in every row, so min-max leaves the scores unchanged."""
+    rng = np.random.default_rng(seed)
+    s = (np.round(rng.random((clips, K, 12)) * 100) / 100 * rng.choice([1, 7, 300], (clips, K, 1))).astype(dtype)
+    for i in range(clips):
+        s[i, :, 5:10] = s[i, rng.permutation(K), 0:5]
+    s[:, :, 10], s[:, :, 11] = 0, s.max()
+    return s.reshape(clips * K, 12)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("method, params", [("combsum", {}), ("weighted_combsum", {"weights": np.full(200, 0.3)}),
+                                            ("combmnz", {"depth": 12}), ("combsum", {"norm": "min-max"})],
+                         ids=["combsum", "weighted-equal", "combmnz", "combsum-minmax"])
+def test_equal_multisets_of_scores_fuse_to_exactly_equal_scores(method, params, seed, device):
+    """Summing in float32 made the result depend on the caption order and broke exact ties (R1 2.68 vs 2.58)."""
+    s = _permuted_twins(seed)
+    out = fuse(method, s, K, params={"norm": "none", **params}, device=device)
+    np.testing.assert_array_equal(out[:, 5:10], out[:, 0:5])
