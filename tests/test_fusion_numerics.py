@@ -293,3 +293,20 @@ def test_equal_multisets_of_scores_fuse_to_exactly_equal_scores(method, params, 
     s = _permuted_twins(seed)
     out = fuse(method, s, K, params={"norm": "none", **params}, device=device)
     np.testing.assert_array_equal(out[:, 5:10], out[:, 0:5])
+
+
+def test_qpp_cli_fusion_overflow_exits_2_naming_the_run(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("qpp_script", Path(__file__).resolve().parents[1] / "qpp.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    s = _sims(n=20)
+    s[:, 0] = 0.9
+    s = (s * np.float32(3e38)).astype(np.float32)
+    run = _run(tmp_path, "huge", s, splits=("val", "test"))
+    before = sorted(tmp_path.rglob("*"))
+    rc = run_cli(script.main, ["--run", str(run), "--features", "score", "--no-plots", "--n-resamples", "20"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and f"combsum of the run {run} overflows float32" in err[0], err
+    assert sorted(tmp_path.rglob("*")) == before
