@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import qpp  # noqa: F401  (sets OMP_WAIT_POLICY before any OpenMP runtime loads)
+from fusion.methods import FusionOverflow
 from qpp.features import FEATURE_GROUPS, GROUP_HELP
 from qpp.models import MODEL_HELP, MODELS
 from qpp.fork import run_fork
@@ -135,14 +136,17 @@ def main(argv=None) -> dict:
         raise UserError("--encoder applies to --reproduce-fork only")
     if args.encoder is not None and not Path(args.encoder).is_dir():
         raise UserError(f"--encoder {args.encoder}: folder not found (a local sentence-transformers model folder)")
-    if args.reproduce_fork:
-        return run_fork(run, seed=args.seed, device=args.device, out_dir=args.out, n_resamples=args.n_resamples,
-                        encoder=args.encoder)
-    return run_qpp(run, fit_split=args.fit_split, cv=args.cv, features=parse_list(args.features, FEATURE_GROUPS,
-                   "feature group"), models=parse_list(args.models, MODELS, "model"), ltr=args.ltr, seed=args.seed,
-                   target=args.target, weights_model=args.weights_model, mapping=args.mapping,
-                   temperature=args.temperature, device=args.device, out_dir=args.out,
-                   n_resamples=args.n_resamples, plots=not args.no_plots)
+    try:
+        if args.reproduce_fork:
+            return run_fork(run, seed=args.seed, device=args.device, out_dir=args.out, n_resamples=args.n_resamples,
+                            encoder=args.encoder)
+        return run_qpp(run, fit_split=args.fit_split, cv=args.cv, features=parse_list(args.features, FEATURE_GROUPS,
+                       "feature group"), models=parse_list(args.models, MODELS, "model"), ltr=args.ltr, seed=args.seed,
+                       target=args.target, weights_model=args.weights_model, mapping=args.mapping,
+                       temperature=args.temperature, device=args.device, out_dir=args.out,
+                       n_resamples=args.n_resamples, plots=not args.no_plots)
+    except FusionOverflow as err:  # a fused sum left float32 (fusion/methods.py); the output set was discarded
+        raise UserError(err.describe(f"the run {run}")) from None
 
 
 if __name__ == "__main__":

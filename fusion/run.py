@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fusion import report
-from fusion.methods import fork_rank_weights, group_rows
+from fusion.methods import FusionOverflow, fork_rank_weights, group_rows
 from fusion.registry import FUSERS, SCORE_BASED, fuse, get_fuser, get_normalizer
 from fusion.stats import caption_fusion_significance, metric_cis
 from retrieval.metrics import gt_ranks_a2t, gt_ranks_t2a, metrics_from_ranks, reciprocal_ranks
@@ -106,11 +106,15 @@ def main_from_args(args: argparse.Namespace) -> dict:
     from fusion.normalize import get_ops
     get_ops(args.device)  # fail on a bad --device before anything is written
     params = {"norm": args.norm, "depth": args.depth, "k": args.rrf_k, "weights": weights}
-    with output_set(out, writer="fusion.py") as tmp:  # complete-or-refuse: built aside, swapped in (utils/outputs)
-        results = run_fusion(sims, manifest, tmp, methods, params, device=args.device, trec_depth=args.trec_depth,
-                             resamples=args.resamples, plot=args.plot, progress=not args.quiet,
-                             extra={"input": str(in_path), "legacy_weights": args.legacy_weights},
-                             eval_qrels=eval_qrels and (args.eval_qrels, eval_qrels))
+    try:
+        with output_set(out, writer="fusion.py") as tmp:  # complete-or-refuse: built aside, swapped in (utils/outputs)
+            results = run_fusion(sims, manifest, tmp, methods, params, device=args.device, trec_depth=args.trec_depth,
+                                 resamples=args.resamples, plot=args.plot, progress=not args.quiet,
+                                 extra={"input": str(in_path), "legacy_weights": args.legacy_weights},
+                                 eval_qrels=eval_qrels and (args.eval_qrels, eval_qrels))
+    except FusionOverflow as err:  # the output set was discarded, nothing swapped in
+        sims_file = in_path / "sims" / f"{args.split}.npy" if run_dir is not None else in_path
+        raise UserError(err.describe(str(sims_file))) from None
     if not args.quiet:
         print(report.format_table(results))
         print(f"wrote {out}/results.json, results.md, {', '.join(m + '.{npy,json,trec}' for m in methods)}")
@@ -269,10 +273,11 @@ def _load_weights(spec: str, run_dir: Path | None, manifest: SimsManifest, legac
         raise UserError(f"{path}: weights must be numeric of shape ({n_rows},) (one per query row), "
                         f"got {weights.dtype} {weights.shape}")
     weights = _align_weights(path, weights.astype(np.float64), manifest)
-    bad = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = np.flatnonzero(~np.isfinite(weights.astype(np.float32)) | (weights < 0))  # fusion runs in float32
     if bad.size:
         raise UserError(f"{path}: weight {weights[bad[0]]} of query {manifest.query_ids[bad[0]]!r} is not a "
-                        "finite non-negative number")
+                        "non-negative number finite in float32")
     if legacy:
         try:
             return fork_rank_weights(weights, manifest.captions_per_clip)

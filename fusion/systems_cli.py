@@ -6,6 +6,7 @@ import shlex
 from pathlib import Path
 from typing import Sequence
 
+from fusion.methods import FusionOverflow, largest_abs
 from fusion.registry import FUSERS, get_fuser, get_normalizer
 from fusion.system_inputs import System, load_systems
 from fusion.systems import GRID_LIMIT, LEARNED, run_system_fusion
@@ -108,8 +109,12 @@ def main_from_args(args: argparse.Namespace) -> dict:
     out = Path(args.out) if args.out else _default_out(systems)
     check_target(out)  # absent or a previous output set (never a file or a foreign folder)
     from fusion.system_report import format_table
-    with output_set(out, writer="fusion.py --runs") as tmp:  # built aside, recorded, swapped in (utils/outputs)
-        results = _fuse(systems, tmp, methods, eval_qrels, args)
+    try:
+        with output_set(out, writer="fusion.py --runs") as tmp:  # built aside, recorded, swapped in (utils/outputs)
+            results = _fuse(systems, tmp, methods, eval_qrels, args)
+    except FusionOverflow as err:  # the output set was discarded; name the matrix with the largest |score|
+        data = [d for s in systems for d in (s.test, s.val) if d is not None]
+        raise UserError(err.describe(max(data, key=lambda d: largest_abs(d.sims)).where)) from None
     if not args.quiet:
         print(format_table(results))
         print(f"wrote {out}/results.json, results.md, weights.json" + (", risk-reward.png" if args.plot else ""))

@@ -11,6 +11,8 @@ Conventions
 * text→audio (t2a): each query row ranks its clip among all N clips.
 * audio→text (a2t): each clip column ranks each of its relevant captions among all Q captions; the clip's
   rank is the **minimum** over its captions (the best-ranked correct caption, VSE convention).
+* NaN scores are refused (``ValueError`` naming the row / column): NaN compares false with everything, so it
+  would otherwise turn into a rank (a NaN ground truth got rank -0.5). ``±inf`` are comparable and allowed.
 
 Every function walks the matrix in row/column blocks so memory stays bounded for matrices larger than
 RAM (``np.load(..., mmap_mode="r")`` inputs work unchanged).
@@ -38,8 +40,18 @@ def _count_true(mask: np.ndarray, axis: int) -> np.ndarray:
     return mask.view(np.uint8).sum(axis=axis, dtype=np.int16 if length < 2**15 else np.int64)
 
 
+def _nan_mask(block: np.ndarray) -> np.ndarray | None:
+    """``np.isnan(block)`` if the block holds a NaN, else ``None``. A sum first (NaN propagates), so the precise
+    scan runs only for blocks whose sum is not finite (NaN, ±inf scores, or an overflowing sum)."""
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: a NaN sum, then the precise scan
+        if np.isfinite(block.sum()):
+            return None
+    nan = np.isnan(block)
+    return nan if nan.any() else None
+
+
 def gt_ranks_t2a(sims: np.ndarray, gt_cols: np.ndarray) -> np.ndarray:
-    """0-based tie-averaged rank of each query's relevant clip, shape ``(Q,)``."""
+    """0-based tie-averaged rank of each query's relevant clip, shape ``(Q,)``; ``ValueError`` on a NaN score."""
     sims = sims if isinstance(sims, np.ndarray) else np.asarray(sims)
     gt_cols = np.asarray(gt_cols, dtype=np.int64)
     n_queries, n_cols = sims.shape
@@ -49,6 +61,10 @@ def gt_ranks_t2a(sims: np.ndarray, gt_cols: np.ndarray) -> np.ndarray:
     step = max(1, _CACHE_BLOCK_BYTES // (n_cols * sims.itemsize))
     for start in range(0, n_queries, step):
         block = np.asarray(sims[start:start + step])
+        nan = _nan_mask(block)
+        if nan is not None:
+            row, col = np.argwhere(nan)[0]
+            raise ValueError(f"row {start + row} holds a NaN score (column {col}); NaN cannot be ranked")
         gt = block[np.arange(block.shape[0]), gt_cols[start:start + step]][:, None]
         better = _count_true(block > gt, axis=1)
         tied = _count_true(block == gt, axis=1) - 1
@@ -76,16 +92,22 @@ def gt_ranks_a2t(sims: np.ndarray, gt_cols: np.ndarray) -> np.ndarray:
 
     The best-ranked caption is the highest-scoring one (the tie-averaged rank ``#better + #tied_others / 2``
     strictly increases as the score decreases), so one comparison pass over the matrix, row block by row
-    block, ranks every clip: no per-caption pass. Clips with no relevant caption get ``nan``.
+    block, ranks every clip: no per-caption pass. Clips with no relevant caption get ``nan``. ``ValueError``
+    naming the column on a NaN score.
     """
     sims = sims if isinstance(sims, np.ndarray) else np.asarray(sims)
     n_queries, n_clips = sims.shape
-    best = best_caption_scores(sims, gt_cols).astype(sims.dtype)  # exact: it is one of the stored scores
+    with np.errstate(invalid="ignore"):  # a NaN score is refused below, naming its column
+        best = best_caption_scores(sims, gt_cols).astype(sims.dtype)  # exact: it is one of the stored scores
     better = np.zeros(n_clips, dtype=np.int64)
     tied = np.zeros(n_clips, dtype=np.int64)
     step = max(1, _CACHE_BLOCK_BYTES // (n_clips * sims.itemsize))  # cache-sized row blocks
     for start in range(0, n_queries, step):
         block = np.asarray(sims[start:start + step])
+        nan = _nan_mask(block)
+        if nan is not None:
+            col, row = np.argwhere(nan.T)[0]
+            raise ValueError(f"column {col} holds a NaN score (row {start + row}); NaN cannot be ranked")
         better += _count_true(block > best, axis=0)
         tied += _count_true(block == best, axis=0)
     ranks = better + (tied - 1) / 2.0

@@ -10,14 +10,14 @@ from utils.errors import UserError
 # 2 clips x K=2 captions, 3 candidate clips; rows clip-major
 S = np.array([[0.9, 0.5, 0.1],
               [0.2, 0.8, 0.3],
-              [0.4, 0.4, 0.7],   # tie between columns 0 and 1: column 0 wins rank 2
+              [0.4, 0.4, 0.7],   # tie between columns 0 and 1: both get the mean of ranks 2 and 3
               [0.1, 0.6, 0.5]], dtype=np.float32)
 K = 2
 
 
-def test_ranks_one_sort_stable_lower_column_wins():
+def test_ranks_one_sort_ties_share_the_mean_position():
     x = np.array([[1, 2, 2, 0, 2, -0.0, 0.0, -1, np.inf, -np.inf]], dtype=np.float32)
-    expected = [[5, 2, 3, 6, 4, 7, 8, 9, 1, 10]]
+    expected = [[5, 3, 3, 7, 3, 7, 7, 9, 1, 10]]  # scipy.stats.rankdata(-x) ("average"); -0.0 == 0.0
     np.testing.assert_array_equal(NumpyOps().ranks(x), expected)
     np.testing.assert_array_equal(NumpyOps().ranks(x.astype(np.float64)), expected)  # the argsort path
 
@@ -31,18 +31,29 @@ def test_combsum_and_max_min_med():
 
 
 def test_rrf_borda_isr_formulas():
-    # ranks: row0 [1,2,3] row1 [3,1,2] row2 [2,3,1] (tie -> col 0 first) row3 [3,1,2]
+    # ranks: row0 [1,2,3] row1 [3,1,2] row2 [2|3,2|3,1] (tie: the mean of the values of ranks 2 and 3) row3 [3,1,2]
+    def tie(f):
+        return (f(2) + f(3)) / 2
+
+    def rrf(r):
+        return 1 / (60 + r)
     np.testing.assert_allclose(methods.rrf(S, K), [
-        [1 / (60 + 1) + 1 / (60 + 3), 1 / (60 + 2) + 1 / (60 + 1), 1 / (60 + 3) + 1 / (60 + 2)],
-        [1 / (60 + 2) + 1 / (60 + 3), 1 / (60 + 3) + 1 / (60 + 1), 1 / (60 + 1) + 1 / (60 + 2)]], rtol=1e-6)
+        [rrf(1) + rrf(3), rrf(2) + rrf(1), rrf(3) + rrf(2)],
+        [tie(rrf) + rrf(3), tie(rrf) + rrf(1), rrf(1) + rrf(2)]], rtol=1e-6)
     np.testing.assert_allclose(methods.rrf(S, K, k=0)[0, 0], 1 / 1 + 1 / 3, rtol=1e-6)
     n = 3
+
+    def borda(r):
+        return n - r + 1
     np.testing.assert_allclose(methods.borda(S, K), [
-        [(n - 1 + 1) + (n - 3 + 1), (n - 2 + 1) + (n - 1 + 1), (n - 3 + 1) + (n - 2 + 1)],
-        [(n - 2 + 1) + (n - 3 + 1), (n - 3 + 1) + (n - 1 + 1), (n - 1 + 1) + (n - 2 + 1)]])
+        [borda(1) + borda(3), borda(2) + borda(1), borda(3) + borda(2)],
+        [tie(borda) + borda(3), tie(borda) + borda(1), borda(1) + borda(2)]])
+
+    def isr(r):
+        return 1 / r**2
     np.testing.assert_allclose(methods.isr(S, K), [
-        [1 / 1**2 + 1 / 3**2, 1 / 2**2 + 1 / 1**2, 1 / 3**2 + 1 / 2**2],
-        [1 / 2**2 + 1 / 3**2, 1 / 3**2 + 1 / 1**2, 1 / 1**2 + 1 / 2**2]], rtol=1e-6)
+        [isr(1) + isr(3), isr(2) + isr(1), isr(3) + isr(2)],
+        [tie(isr) + isr(3), tie(isr) + isr(1), isr(1) + isr(2)]], rtol=1e-6)
 
 
 def test_combmnz_depth():
@@ -52,11 +63,11 @@ def test_combmnz_depth():
     # depth 3 = N: everything retrieved, MNZ = K x CombSum of min-max rows
     mm = (S - S.min(1, keepdims=True)) / (S.max(1, keepdims=True) - S.min(1, keepdims=True))
     np.testing.assert_allclose(methods.combmnz(S, K, depth=3), K * mm.reshape(2, K, 3).sum(1), rtol=1e-6)
-    # depth 2 on row 2 (tie 0.4/0.4 at the cut-off): column 0 wins, column 1 not retrieved
+    # depth 2 on row 2 (tie 0.4/0.4 at the cut-off): both columns are retrieved (no column bias)
     row2, row3 = mm[2], mm[3]
     assert out.shape == (2, 3)
     np.testing.assert_allclose(methods.combmnz(S, K, depth=2)[1],
-                               [1 * (row2[0] + 0), 1 * (0 + row3[1]), 2 * (row2[2] + row3[2])], rtol=1e-6)
+                               [1 * (row2[0] + 0), 2 * (row2[1] + row3[1]), 2 * (row2[2] + row3[2])], rtol=1e-6)
 
 
 def test_weighted_combsum_and_fork_weights():
@@ -76,7 +87,7 @@ def test_norms():
     ops = NumpyOps()
     np.testing.assert_allclose(NORMALIZERS["min-max"](ops, x), [[0, 1, 0.5], [0, 0, 0]])
     np.testing.assert_allclose(NORMALIZERS["z-score"](ops, x)[0], (x[0] - 2) / np.std([1, 3, 2]), rtol=1e-6)
-    np.testing.assert_allclose(NORMALIZERS["rank"](ops, x), [[(3 - 3) / 2, (3 - 1) / 2, (3 - 2) / 2], [1, 0.5, 0]])
+    np.testing.assert_allclose(NORMALIZERS["rank"](ops, x), [[(3 - 3) / 2, (3 - 1) / 2, (3 - 2) / 2], [0.5, 0.5, 0.5]])
     np.testing.assert_allclose(methods.combsum(S, K, norm="rank")[0], [(2 + 0) / 2, (1 + 2) / 2, (0 + 1) / 2])
 
 
@@ -86,10 +97,12 @@ def _loop_combsum_rrf(sims, k_caps, rows):
     rr = [[0.0] * n for _ in rows]
     for i, clip_rows in enumerate(rows):
         for r in clip_rows:
-            order = sorted(range(n), key=lambda j: (-float(sims[r, j]), j))
-            for pos, j in enumerate(order):
+            for j in range(n):
                 cs[i][j] += float(sims[r, j])
-                rr[i][j] += 1.0 / (60 + pos + 1)
+                # tied clips share the mean of 1/(60 + rank) over the ranks their tie group occupies
+                better = sum(float(sims[r, c]) > float(sims[r, j]) for c in range(n))
+                tied = sum(float(sims[r, c]) == float(sims[r, j]) for c in range(n))
+                rr[i][j] += sum(1.0 / (60 + better + t + 1) for t in range(tied)) / tied
     return np.array(cs), np.array(rr)
 
 
