@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -253,6 +254,11 @@ def _load_weights(spec: str, run_dir: Path | None, manifest: SimsManifest, legac
             require_complete(path.parent, ["weights.npy"], rerun=f"qpp.py --run {run_dir}")
             if path.with_suffix(".json").is_file():
                 verify_recorded_file(path.with_suffix(".json"), rerun=f"qpp.py --run {run_dir}")
+                made_for = read_json(path.with_suffix(".json")).get("split", "test")
+                if made_for != manifest.split:  # qpp.py predicts the test split: fusing val gets no weights
+                    print(f"note: {path} weights the {made_for} split; the {manifest.split} split is fused "
+                          "without weights (weighted_combsum skipped)", file=sys.stderr)
+                    return None
         if path is None or not path.is_file():
             if legacy:
                 raise UserError("--legacy-weights needs --weights FILE (no qpp/weights.npy found)")

@@ -94,6 +94,21 @@ def test_qpp_weights_picked_up_automatically(run_dir, capsys):
     np.testing.assert_allclose(fused, np.load(run_dir / "fusion" / "combsum.npy"), rtol=1e-6)
 
 
+def test_qpp_weights_of_the_test_split_are_not_applied_to_val(run_dir, capsys):
+    """qpp.py weights the test split; `fusion.py --split val` on such a run refused the weights' query ids."""
+    save_sims(run_dir / "sims", "val", _sims(), build_manifest("val", [f"val {i}.wav" for i in range(N)], None, {}, K))
+    (run_dir / "qpp").mkdir()
+    np.save(run_dir / "qpp" / "weights.npy", np.ones(N * K))
+    (run_dir / "qpp" / "weights.json").write_text(json.dumps({"split": "test"}))
+    from utils.outputs import write_record
+    write_record(run_dir / "qpp", "test")
+    rc, cap = _cli(["--run", str(run_dir), "--split", "val", "--quiet", "--no-plot", "--resamples", "50"], capsys)
+    assert rc == 0, cap.err
+    assert "weights the test split; the val split is fused without weights" in cap.err
+    res = json.loads((run_dir / "fusion-val" / "results.json").read_text())
+    assert "weighted_combsum" not in res["methods"]
+
+
 def test_fork_csv_input(tmp_path, capsys):
     pd.DataFrame(_sims()).to_csv(tmp_path / "sim_mat_test.csv", index=False)
     rc, cap = _cli(["--sims", str(tmp_path / "sim_mat_test.csv"), "--methods", "combsum", "--quiet", "--no-plot",
