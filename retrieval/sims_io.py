@@ -108,15 +108,28 @@ def resolve_sims_path(path: str | os.PathLike, split: str = "test") -> Path:
 
 def load_sims(path: str | os.PathLike, split: str = "test", mmap: bool = True) -> tuple[np.ndarray, SimsManifest]:
     """Load a matrix and its manifest and check that they agree; ``UserError`` names what is wrong."""
-    from utils.outputs import recover, verify_recorded_file
+    from utils.outputs import recover, require_complete_run, verify_recorded_file
     if not Path(path).exists():
         recover(Path(path).parent)  # its output set's writer was killed mid-swap: the complete old set comes back
-    if Path(path).is_dir():
-        _require_complete_run(Path(path))
+    if Path(path).is_dir():  # a run folder: finished, recorded, and this split's files as recorded
+        require_complete_run(path)
     npy = resolve_sims_path(path, split)
     manifest_path = npy.with_suffix(".json")
+    if Path(path).is_dir():
+        require_complete_run(path, [f"sims/{split}.npy", f"sims/{split}.json"])
     for f in (npy, manifest_path):  # a file of a completed output set must still be the recorded one
         verify_recorded_file(f, rerun="the stage that wrote it")
+    return _read_checked(Path(path), npy, split, mmap)
+
+
+def load_unrecorded_run_sims(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, SimsManifest]:
+    """``<run>/sims/<split>`` with every check of :func:`load_sims` except the run's completion record: only for
+    ``scripts/record_run.py``, which records a run made before ``complete.json`` existed."""
+    return _read_checked(Path(run_dir), resolve_sims_path(run_dir, split), split, mmap=True)
+
+
+def _read_checked(path: Path, npy: Path, split: str, mmap: bool) -> tuple[np.ndarray, SimsManifest]:
+    manifest_path = npy.with_suffix(".json")
     if not manifest_path.is_file():
         raise UserError(f"{manifest_path}: manifest missing beside {npy.name} (use --sims with --captions_per_clip for a bare matrix)")
     raw = read_json(manifest_path)
@@ -126,15 +139,9 @@ def load_sims(path: str | os.PathLike, split: str = "test", mmap: bool = True) -
         raise UserError(f"{manifest_path}: not a sims manifest ({err})") from None
     sims = _load_npy(npy, mmap)
     validate(sims, manifest, str(npy))
-    if Path(path).is_dir():
-        check_run_split(Path(path), split, manifest, manifest_path)
+    if path.is_dir():
+        check_run_split(path, split, manifest, manifest_path)
     return sims, manifest
-
-
-def _require_complete_run(run_dir: Path) -> None:
-    if not (run_dir / "metrics.json").is_file():
-        raise UserError(f"{run_dir}: incomplete run (no metrics.json: training was killed or is still running; "
-                        f"finish it with train.py --resume {run_dir})")
 
 
 def check_run_split(run_dir: Path, split: str, manifest: SimsManifest, manifest_path: Path) -> None:

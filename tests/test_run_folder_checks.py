@@ -1,0 +1,196 @@
+"""Run folders and the matrices in them, as every reader sees them (fusion.py --run / --config / --runs, qpp.py,
+search.py): each bad input exits 2 with ONE line naming the folder / file / key / clip, and changes no file (no
+output folder left behind)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from qpp.synthetic_run import make_synthetic_run
+from utils.errors import run_cli
+from utils.io import write_json
+from utils.outputs import write_run_record
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "clotho-synthetic" / "tiny-ce.json"
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_script_rfc", REPO / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main
+
+
+FUSION, QPP = _script("fusion"), _script("qpp")
+FAST_FUSION = ["--no-plot", "--quiet", "--resamples", "50"]
+FAST_QPP = ["--features", "score", "--models", "linear", "--no-plots", "--n-resamples", "50"]
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, d), root)] = ("dir",)
+        for f in filenames:
+            st = os.lstat(os.path.join(dirpath, f))
+            out[os.path.relpath(os.path.join(dirpath, f), root)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def refuse(main, argv, needles, root: Path, capsys) -> str:
+    """Exit 2, one line ``error: ...`` holding every needle, no traceback, nothing under ``root`` changed."""
+    before = snapshot(root)
+    capsys.readouterr()
+    rc = run_cli(main, [str(a) for a in argv])
+    cap = capsys.readouterr()
+    lines = [ln for ln in cap.err.splitlines() if ln.strip()]
+    assert rc == 2, f"rc={rc}: {cap.err}"
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in cap.err, cap.err
+    for needle in [needles] if isinstance(needles, str) else needles:
+        assert str(needle) in lines[0], f"{needle!r} not in {lines[0]!r}"
+    assert snapshot(root) == before, "files changed"
+    return lines[0]
+
+
+def _run(root: Path, name: str = "a", n: dict | None = None, seed: int = 0) -> Path:
+    return make_synthetic_run(root / "saved" / "exp" / name, n or {"val": 8, "test": 6}, seed=seed)
+
+
+def _config(root: Path) -> Path:
+    """A config whose experiment folder is ``<root>/saved/<cfgdir>-x``."""
+    cfg = root / "cfgdir" / "x.json"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(json.dumps({"inherit_from": str(TINY), "trainer": {"save_dir": str(root / "saved")}}))
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------------ item 6: records
+def _unrecorded(run: Path) -> Path:
+    (run / "complete.json").unlink()
+    return run
+
+
+def _val_over_test(run: Path) -> Path:
+    """The audit's case: val's matrix copied over test's (same size here), record removed."""
+    shutil.copy(run / "sims" / "val.npy", run / "sims" / "test.npy")
+    return _unrecorded(run)
+
+
+def _test_added_after_the_record(run: Path) -> Path:
+    """A record that lists val only: test.npy came later (copied in by hand)."""
+    rec = json.loads((run / "complete.json").read_text())
+    for rel in ("sims/test.npy", "sims/test.json"):
+        del rec["files"][rel]
+    write_json(run / "complete.json", rec)
+    return run
+
+
+def _killed(run: Path) -> Path:
+    (run / "metrics.json").unlink()
+    return run
+
+
+BROKEN_RUNS = {
+    "unrecorded": (_unrecorded, "no complete.json"),
+    "val-over-test-unrecorded": (_val_over_test, "no complete.json"),
+    "test-not-in-record": (_test_added_after_the_record, "not part of the completed output set"),
+    "killed": (_killed, "incomplete run (no metrics.json"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_RUNS))
+@pytest.mark.parametrize("reader", ["fusion-run", "fusion-runs", "fusion-runs-second", "qpp-run"])
+def test_every_reader_refuses_a_run_folder_without_a_valid_record(tmp_path, capsys, case, reader):
+    make, needle = BROKEN_RUNS[case]
+    good = _run(tmp_path, "good", seed=1)
+    bad = make(_run(tmp_path, "bad"))
+    argv = {"fusion-run": (FUSION, ["--run", bad, *FAST_FUSION]),
+            "fusion-runs": (FUSION, ["--runs", bad, good, *FAST_FUSION]),
+            "fusion-runs-second": (FUSION, ["--runs", good, bad, *FAST_FUSION]),
+            "qpp-run": (QPP, ["--run", bad, *FAST_QPP])}[reader]
+    where = bad / "sims" / "test.npy" if case == "test-not-in-record" else bad
+    refuse(*argv, [needle, where], tmp_path, capsys)
+
+
+@pytest.mark.parametrize("main, extra", [(FUSION, FAST_FUSION), (QPP, ["--eval_from_training_config", *FAST_QPP])])
+def test_newest_run_selection_refuses_an_unrecorded_newest_run(tmp_path, capsys, main, extra):
+    """--config picks the newest finished run; when that one has no record it is refused, not silently replaced
+    by an older run nor used unchecked."""
+    cfg = _config(tmp_path)
+    exp = tmp_path / "saved" / "cfgdir-x"
+    make_synthetic_run(exp / "2026-01-01_00-00-00_seed-0", {"val": 8, "test": 6})
+    newest = _unrecorded(make_synthetic_run(exp / "2026-01-02_00-00-00_seed-0", {"val": 8, "test": 6}, seed=3))
+    os.utime(newest / "metrics.json", (2e9, 2e9))
+    refuse(main, ["--config", cfg, *extra], ["no complete.json", newest, "scripts/record_run.py"], tmp_path, capsys)
+
+
+def test_search_refuses_an_unrecorded_run(tmp_path, capsys, tiny_config):
+    import torch
+
+    import search
+    from model import build_model
+
+    run = tmp_path / "run"
+    run.mkdir()
+    write_json(run / "config.json", tiny_config)
+    torch.save({"state_dict": build_model(tiny_config).state_dict(), "config_hash": "x"}, run / "trained_model.pth")
+    write_json(run / "metrics.json", {})
+    refuse(search.main, ["--run", run, "a dog"], ["no complete.json", run], tmp_path, capsys)
+    write_run_record(run, "tests")
+    torch.save({"state_dict": {}, "config_hash": "x"}, run / "trained_model.pth")  # replaced after the record
+    refuse(search.main, ["--run", run, "a dog"], ["trained_model.pth: changed since"], tmp_path, capsys)
+
+
+def _record_main(argv):
+    spec = importlib.util.spec_from_file_location("record_run_rfc", REPO / "scripts" / "record_run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main(argv)
+
+
+def _legacy(root: Path) -> Path:
+    """A run as an older train.py left it: config.json, trained_model.pth, sims, metrics.json; no record."""
+    run = _unrecorded(_run(root, "legacy"))
+    write_json(run / "config.json", {"seed": 0})
+    (run / "trained_model.pth").write_bytes(b"checkpoint")
+    return run
+
+
+def test_record_run_is_the_escape_hatch_for_legacy_runs(tmp_path, capsys):
+    run = _legacy(tmp_path)
+    refuse(FUSION, ["--run", run, *FAST_FUSION], "no complete.json", tmp_path, capsys)
+    assert run_cli(_record_main, [str(run)]) == 0
+    files = json.loads((run / "complete.json").read_text())["files"]
+    assert set(files) == {"config.json", "trained_model.pth", "sims/test.npy", "sims/test.json", "sims/val.npy",
+                          "sims/val.json"}
+    assert run_cli(FUSION, ["--run", str(run), *FAST_FUSION]) == 0
+    refuse(_record_main, [run], "already recorded", tmp_path, capsys)
+
+
+def _copied_split(run: Path) -> None:
+    for ext in (".npy", ".json"):
+        shutil.copy(run / "sims" / f"val{ext}", run / "sims" / f"test{ext}")
+    man = json.loads((run / "sims" / "test.json").read_text())
+    man["split"] = "test"
+    write_json(run / "sims" / "test.json", man)
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda r: (r / "metrics.json").unlink(), "no metrics.json"),
+    (lambda r: (r / "trained_model.pth").unlink(), "trained_model.pth: missing"),
+    (lambda r: shutil.rmtree(r / "sims"), "no sims/<split>.npy"),
+    (lambda r: [shutil.copy(r / "sims" / f"val{e}", r / "sims" / f"test{e}") for e in (".npy", ".json")],
+     "for split 'val', not 'test'"),
+    (_copied_split, "the same matrix as sims/"),
+])
+def test_record_run_refuses_what_it_can_check(tmp_path, capsys, damage, needle):
+    run = _legacy(tmp_path)
+    damage(run)
+    refuse(_record_main, [run], needle, tmp_path, capsys)
+    assert not (run / "complete.json").exists()
