@@ -9,6 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from qpp.synthetic_run import make_synthetic_run
@@ -194,3 +195,90 @@ def test_record_run_refuses_what_it_can_check(tmp_path, capsys, damage, needle):
     damage(run)
     refuse(_record_main, [run], needle, tmp_path, capsys)
     assert not (run / "complete.json").exists()
+
+
+# ------------------------------------------------------------------------------------------------ item 5: sizes
+def test_a_one_clip_split_is_refused_by_every_reader(tmp_path, capsys):
+    """1 clip: every query ranks its only candidate first (every metric 100) and no paired test can run; refused
+    where the manifest is read (it was a traceback from the t-test)."""
+    one = make_synthetic_run(tmp_path / "saved" / "exp" / "one", {"val": 20, "test": 1})
+    other = make_synthetic_run(tmp_path / "saved" / "exp" / "other", {"val": 20, "test": 1}, seed=4)
+    needles = ["1 clip in clip_ids", one / "sims" / "test.json"]
+    for main, argv in ((FUSION, ["--run", one, *FAST_FUSION]), (FUSION, ["--runs", one, other, *FAST_FUSION]),
+                       (QPP, ["--run", one, *FAST_QPP]),
+                       (FUSION, ["--sims", one / "sims" / "test.npy", *FAST_FUSION])):
+        refuse(main, argv, needles, tmp_path, capsys)
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (5, 0), (0, 5), (0, 1), (1, 0), (5, 1)])
+def test_empty_or_one_column_bare_matrices_are_refused(tmp_path, capsys, shape):
+    path = tmp_path / "m.npy"
+    np.save(path, np.zeros(shape, np.float32))
+    needle = "empty matrix" if 0 in shape else "1 clip"
+    refuse(FUSION, ["--sims", path, *FAST_FUSION], [needle, path], tmp_path, capsys)
+
+
+def test_a_two_clip_split_still_runs_with_its_significance(tmp_path, capsys):
+    run = make_synthetic_run(tmp_path / "two", {"val": 20, "test": 2})
+    assert run_cli(FUSION, ["--run", str(run), *FAST_FUSION]) == 0
+    res = json.loads((run / "fusion" / "results.json").read_text())
+    assert res["queries"] == 2 and "rrf" in res["significance"]["vs_combsum"]
+
+
+# ------------------------------------------------------------------------------------------------ item 8: manifests
+def _edit_manifest(run: Path, change) -> Path:
+    """A run whose test manifest was written so (recorded afterwards: the manifest checks are what refuses it)."""
+    man = json.loads((run / "sims" / "test.json").read_text())
+    change(man)
+    write_json(run / "sims" / "test.json", man)
+    write_run_record(run, "tests")
+    return run
+
+
+def _set(key, value):
+    return lambda m: m.__setitem__(key, value(m) if callable(value) else value)
+
+
+def _set_qrel(value):
+    return lambda m: m["qrels"].__setitem__(m["query_ids"][3], value(m) if callable(value) else value)
+
+
+MANIFEST_CASES = {
+    "qrels-string": (_set_qrel(lambda m: m["clip_ids"][0]), ["qrels of query 'clip0000.wav#3'", "list of clip ids"]),
+    "qrels-int": (_set_qrel(7), ["qrels of query 'clip0000.wav#3'", "list of clip ids"]),
+    "qrels-list-of-int": (_set_qrel([0]), ["qrels of query 'clip0000.wav#3'", "list of clip ids"]),
+    "qrels-dict": (_set_qrel(lambda m: {m["clip_ids"][0]: 1}), ["qrels of query", "list of clip ids"]),
+    "qrels-two": (_set_qrel(lambda m: m["clip_ids"][:2]), ["has 2 relevant clips"]),
+    "qrels-other-clip": (_set_qrel(lambda m: [m["clip_ids"][1]]),
+                         ["clip 'clip0000.wav' is the relevant clip of 4 queries", "captions_per_clip is 5"]),
+    "qrels-not-a-dict": (_set("qrels", []), ["'qrels' must be an object"]),
+    "k-string": (_set("captions_per_clip", "5"), ["'captions_per_clip' must be a positive integer, got '5'"]),
+    "k-zero": (_set("captions_per_clip", 0), ["'captions_per_clip' must be a positive integer, got 0"]),
+    "k-negative": (_set("captions_per_clip", -5), ["'captions_per_clip'", "got -5"]),
+    "k-float": (_set("captions_per_clip", 5.0), ["'captions_per_clip'", "got 5.0"]),
+    "k-bool": (_set("captions_per_clip", True), ["'captions_per_clip'", "got True"]),
+    "k-null": (_set("captions_per_clip", None), ["'captions_per_clip'", "got None"]),
+    "k-4": (_set("captions_per_clip", 4), ["captions_per_clip 4", "30 query_ids for 6 clips", "expected 24"]),
+    "k-6": (_set("captions_per_clip", 6), ["captions_per_clip 6", "expected 36"]),
+    "captions-short": (_set("captions", lambda m: m["captions"][:-3]), ["27 captions for 30 query rows"]),
+    "captions-long": (_set("captions", lambda m: m["captions"] + ["x"]), ["31 captions for 30 query rows"]),
+    "captions-one": (_set("captions", ["only one"]), ["1 captions for 30 query rows"]),
+    "captions-not-str": (_set("captions", lambda m: [1] * len(m["captions"])), ["'captions' must be a list of strings"]),
+    "clip-ids-int": (_set("clip_ids", lambda m: list(range(len(m["clip_ids"])))), ["'clip_ids' must be a list"]),
+    "query-ids-str": (_set("query_ids", "abc"), ["'query_ids' must be a list of strings, got str"]),
+    "source-list": (_set("source", []), ["'source' must be an object"]),
+    "split-int": (_set("split", 3), ["'split' must be a string"]),
+}
+
+
+@pytest.mark.parametrize("case", list(MANIFEST_CASES))
+@pytest.mark.parametrize("reader", ["fusion-run", "fusion-sims", "fusion-runs", "qpp-run"])
+def test_bad_manifest_values_are_refused_naming_the_manifest_and_key(tmp_path, capsys, case, reader):
+    change, needles = MANIFEST_CASES[case]
+    run = _edit_manifest(_run(tmp_path, "bad"), change)
+    good = _run(tmp_path, "good", seed=1)
+    argv = {"fusion-run": (FUSION, ["--run", run, *FAST_FUSION]),
+            "fusion-sims": (FUSION, ["--sims", run / "sims" / "test.npy", *FAST_FUSION]),
+            "fusion-runs": (FUSION, ["--runs", good, run, *FAST_FUSION]),
+            "qpp-run": (QPP, ["--run", run, *FAST_QPP])}[reader]
+    refuse(*argv, [*needles, run / "sims" / "test.json"], tmp_path, capsys)
