@@ -17,7 +17,7 @@ from fusion.methods import fork_rank_weights, group_rows
 from fusion.registry import FUSERS, SCORE_BASED, fuse, get_fuser, get_normalizer
 from fusion.stats import caption_fusion_significance, metric_cis
 from retrieval.metrics import gt_ranks_a2t, gt_ranks_t2a, metrics_from_ranks, reciprocal_ranks
-from retrieval.sims_io import SimsManifest, fused_manifest, load_sims, read_bare_sims, save_sims
+from retrieval.sims_io import SimsManifest, fused_manifest, load_sims, read_bare_sims, read_npy, save_sims
 from retrieval.trec import write_trec_qrels, write_trec_run
 from utils.cli import ArgumentParser, int_in, nonneg_int, positive_int
 from utils.errors import UserError
@@ -260,10 +260,7 @@ def _load_weights(spec: str, run_dir: Path | None, manifest: SimsManifest, legac
         verify_recorded_file(path, rerun="qpp.py")
         if path.with_suffix(".json").is_file():
             verify_recorded_file(path.with_suffix(".json"), rerun="qpp.py")
-    try:
-        weights = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise UserError(f"{path}: not a readable .npy array ({err})") from None
+    weights = read_npy(path)
     n_rows = len(manifest.query_ids)
     if weights.ndim != 1 or weights.shape[0] != n_rows or not np.issubdtype(weights.dtype, np.number):
         raise UserError(f"{path}: weights must be numeric of shape ({n_rows},) (one per query row), "

@@ -283,11 +283,26 @@ def validate(sims: np.ndarray, manifest: SimsManifest, where: str, manifest_wher
                             f"(query {manifest.query_ids[start + r]!r}), column {c} (clip {manifest.clip_ids[c]!r})")
 
 
-def _load_npy(path: Path, mmap: bool) -> np.ndarray:
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
+    """A ``.npy`` array (never pickled objects); ``UserError`` naming the file when it is not one."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(len(NPY_MAGIC))
+    if head != NPY_MAGIC:
+        what = "empty" if not head else ("text" if all(32 <= b < 127 or b in b"\t\r\n" for b in head) else "binary")
+        raise UserError(f"{path}: not a NumPy .npy file ({what} content without the .npy header; save arrays with "
+                        "numpy.save)")
     try:
-        sims = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise UserError(f"{path}: not a readable .npy matrix ({err})") from None
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise UserError(f"{path}: not a readable .npy array ({err})") from None
+
+
+def _load_npy(path: Path, mmap: bool) -> np.ndarray:
+    sims = read_npy(path, mmap)
     if not np.issubdtype(sims.dtype, np.floating):
         raise UserError(f"{path}: expected a float matrix, got dtype {sims.dtype}")
     return sims

@@ -282,3 +282,26 @@ def test_bad_manifest_values_are_refused_naming_the_manifest_and_key(tmp_path, c
             "fusion-runs": (FUSION, ["--runs", good, run, *FAST_FUSION]),
             "qpp-run": (QPP, ["--run", run, *FAST_QPP])}[reader]
     refuse(*argv, [*needles, run / "sims" / "test.json"], tmp_path, capsys)
+
+
+NOT_NPY = {
+    "text": b"0.1 0.2\n0.3 0.4\n",
+    "csv": b"0,1\n0.5,0.25\n",
+    "empty": b"",
+    "json": b'{"a": 1}',
+    "pickle": b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00]\x94(K\x01K\x02e.",
+    "zip": b"PK\x03\x04" + bytes(40),
+    "truncated": b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (30, 6), }",
+}
+
+
+@pytest.mark.parametrize("content", list(NOT_NPY))
+@pytest.mark.parametrize("slot", ["sims", "weights"])
+def test_a_file_named_npy_that_is_not_one_is_named(tmp_path, capsys, content, slot):
+    path = tmp_path / "x.npy"
+    path.write_bytes(NOT_NPY[content])
+    run = _run(tmp_path)
+    argv = ["--sims", path] if slot == "sims" else ["--run", run, "--weights", path]
+    line = refuse(FUSION, [*argv, *FAST_FUSION], [path], tmp_path, capsys)
+    assert ("not a NumPy .npy file" if content != "truncated" else "not a readable .npy array") in line
+    assert "pickle" not in line
