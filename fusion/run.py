@@ -272,10 +272,24 @@ def _load_weights(spec: str, run_dir: Path | None, manifest: SimsManifest, legac
                         "finite non-negative number")
     if legacy:
         try:
-            return fork_rank_weights(weights, manifest.captions_per_clip)
+            weights = fork_rank_weights(weights, manifest.captions_per_clip)
         except ValueError as err:
             raise UserError(f"{path}: --legacy-weights expects predicted within-clip ranks: {err}") from None
+    _require_a_weight_per_clip(path, weights, manifest)
     return weights
+
+
+def _require_a_weight_per_clip(path: Path, weights: np.ndarray, manifest: SimsManifest) -> None:
+    """A clip whose K weights are all 0 (in the float32 the kernels use) gets a constant weighted-CombSum row: every
+    candidate scores 0 and its rank means nothing. Refused, naming the first such clip."""
+    rows = clip_rows(manifest)
+    k = manifest.captions_per_clip
+    by_clip = weights.astype(np.float32)[np.arange(len(weights)).reshape(-1, k) if rows is None else rows]
+    dead = np.flatnonzero(~by_clip.any(axis=1))
+    if dead.size:
+        raise UserError(f"{path}: every weight of clip {manifest.clip_ids[dead[0]]!r} ({k} caption queries) is 0 "
+                        f"({dead.size} such clip{'s' if dead.size > 1 else ''}): weighted CombSum would score every "
+                        "candidate 0 for it")
 
 
 def _align_weights(path: Path, weights: np.ndarray, manifest: SimsManifest) -> np.ndarray:

@@ -305,3 +305,32 @@ def test_a_file_named_npy_that_is_not_one_is_named(tmp_path, capsys, content, sl
     line = refuse(FUSION, [*argv, *FAST_FUSION], [path], tmp_path, capsys)
     assert ("not a NumPy .npy file" if content != "truncated" else "not a readable .npy array") in line
     assert "pickle" not in line
+
+
+def _weights(n_rows: int, zero_clips, k: int = 5, base=1.0):
+    w = np.full(n_rows, base, np.float64)
+    for c in zero_clips:
+        w[c * k:(c + 1) * k] = 0.0
+    return w
+
+
+@pytest.mark.parametrize("zero_clips, base, first", [
+    ([0], 1.0, "clip0000.wav"), ([3], 1.0, "clip0003.wav"), ([5], 0.5, "clip0005.wav"),
+    ([2, 4], 1.0, "clip0002.wav"), (range(6), 1.0, "clip0000.wav"), ([1], 1e-50, "clip0000.wav"),
+])
+def test_weights_that_are_all_zero_for_a_clip_are_refused(tmp_path, capsys, zero_clips, base, first):
+    """1e-50 underflows to 0 in the float32 the kernels use: every clip's weights vanish."""
+    run = _run(tmp_path)
+    path = tmp_path / "w.npy"
+    np.save(path, _weights(30, zero_clips, base=base))
+    refuse(FUSION, ["--run", run, "--weights", path, *FAST_FUSION], [path, f"clip {first!r}", "is 0"], tmp_path,
+           capsys)
+
+
+def test_weights_zero_for_some_captions_only_are_fine(tmp_path, capsys):
+    run = _run(tmp_path)
+    w = np.ones(30)
+    w[::5] = 0.0  # caption 0 of every clip off: the other four still rank
+    np.save(tmp_path / "w.npy", w)
+    assert run_cli(FUSION, ["--run", str(run), "--weights", str(tmp_path / "w.npy"), "--methods", "weighted_combsum",
+                            *FAST_FUSION]) == 0
