@@ -334,3 +334,60 @@ def test_weights_zero_for_some_captions_only_are_fine(tmp_path, capsys):
     np.save(tmp_path / "w.npy", w)
     assert run_cli(FUSION, ["--run", str(run), "--weights", str(tmp_path / "w.npy"), "--methods", "weighted_combsum",
                             *FAST_FUSION]) == 0
+
+
+# ------------------------------------------------------------------------------------------------ item 7: copies
+def _copy_tree(run: Path, dst: Path) -> Path:
+    shutil.copytree(run, dst)
+    return dst
+
+
+def _resave(run: Path, dst: Path) -> Path:
+    """Same values, other bytes: a float64 .npy of the same matrix, its own manifest and record."""
+    from retrieval.sims_io import load_sims, save_sims
+
+    dst.mkdir(parents=True)
+    for split in ("val", "test"):
+        sims, man = load_sims(run, split, mmap=False)
+        man.source = {"copied": True}
+        save_sims(dst / "sims", split, sims, man)
+        np.save(dst / "sims" / f"{split}.npy", np.asarray(sims, np.float64))
+    write_run_record(dst, "tests")
+    write_json(dst / "metrics.json", {})
+    return dst
+
+
+@pytest.mark.parametrize("how", ["copytree", "resaved", "symlink", "file-copy", "third-of-three"])
+def test_the_same_system_under_two_paths_is_refused(tmp_path, capsys, how):
+    from tests.sysfusion_helpers import three_systems
+
+    a, other, _ = three_systems(tmp_path / "saved", n=12)
+    copy = tmp_path / "elsewhere" / "copyA"  # the audit: cp -r RUN /tmp/copyA
+    if how == "copytree":
+        argv = [a, _copy_tree(a, copy)]
+    elif how == "resaved":
+        argv = [a, _resave(a, copy)]
+    elif how == "symlink":  # the resolved paths differ from the copy's; the link itself names a
+        link = tmp_path / "link"
+        link.symlink_to(a)
+        argv = [link, _copy_tree(a, copy)]
+    elif how == "file-copy":
+        d = tmp_path / "files"
+        d.mkdir()
+        for ext in (".npy", ".json"):
+            shutil.copy(a / "sims" / f"test{ext}", d / f"one{ext}")
+            shutil.copy(a / "sims" / f"test{ext}", d / f"two{ext}")
+        argv = [d / "one.npy", d / "two.npy"]
+    else:
+        argv = [a, other, _copy_tree(a, copy)]
+    refuse(FUSION, ["--runs", *argv, *FAST_FUSION], ["holds the same similarity matrix", argv[-1], argv[0]],
+           tmp_path, capsys)
+
+
+def test_two_genuine_systems_still_fuse(tmp_path, capsys):
+    from tests.sysfusion_helpers import three_systems
+
+    a, b, _ = three_systems(tmp_path / "saved", n=12)
+    out = tmp_path / "out"
+    assert run_cli(FUSION, ["--runs", str(a), str(b), "--out", str(out), *FAST_FUSION]) == 0
+    assert (out / "results.json").is_file()
