@@ -18,7 +18,7 @@ from fusion.methods import FusionOverflow, fork_rank_weights, group_rows
 from fusion.registry import FUSERS, SCORE_BASED, fuse, get_fuser, get_normalizer
 from fusion.stats import caption_fusion_significance, metric_cis
 from retrieval.metrics import gt_ranks_a2t, gt_ranks_t2a, metrics_from_ranks, reciprocal_ranks
-from retrieval.sims_io import SimsManifest, fused_manifest, load_sims, read_bare_sims, save_sims
+from retrieval.sims_io import SimsManifest, fused_manifest, load_sims, read_bare_sims, read_npy, save_sims
 from retrieval.trec import write_trec_qrels, write_trec_run
 from utils.cli import ArgumentParser, int_in, nonneg_int, positive_int
 from utils.errors import UserError
@@ -270,10 +270,7 @@ def _load_weights(spec: str, run_dir: Path | None, manifest: SimsManifest, legac
         verify_recorded_file(path, rerun="qpp.py")
         if path.with_suffix(".json").is_file():
             verify_recorded_file(path.with_suffix(".json"), rerun="qpp.py")
-    try:
-        weights = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise UserError(f"{path}: not a readable .npy array ({err})") from None
+    weights = read_npy(path)
     n_rows = len(manifest.query_ids)
     if weights.ndim != 1 or weights.shape[0] != n_rows or not np.issubdtype(weights.dtype, np.number):
         raise UserError(f"{path}: weights must be numeric of shape ({n_rows},) (one per query row), "
@@ -286,10 +283,24 @@ def _load_weights(spec: str, run_dir: Path | None, manifest: SimsManifest, legac
                         "non-negative number finite in float32")
     if legacy:
         try:
-            return fork_rank_weights(weights, manifest.captions_per_clip)
+            weights = fork_rank_weights(weights, manifest.captions_per_clip)
         except ValueError as err:
             raise UserError(f"{path}: --legacy-weights expects predicted within-clip ranks: {err}") from None
+    _require_a_weight_per_clip(path, weights, manifest)
     return weights
+
+
+def _require_a_weight_per_clip(path: Path, weights: np.ndarray, manifest: SimsManifest) -> None:
+    """A clip whose K weights are all 0 (in the float32 the kernels use) gets a constant weighted-CombSum row: every
+    candidate scores 0 and its rank means nothing. Refused, naming the first such clip."""
+    rows = clip_rows(manifest)
+    k = manifest.captions_per_clip
+    by_clip = weights.astype(np.float32)[np.arange(len(weights)).reshape(-1, k) if rows is None else rows]
+    dead = np.flatnonzero(~by_clip.any(axis=1))
+    if dead.size:
+        raise UserError(f"{path}: every weight of clip {manifest.clip_ids[dead[0]]!r} ({k} caption queries) is 0 "
+                        f"({dead.size} such clip{'s' if dead.size > 1 else ''}): weighted CombSum would score every "
+                        "candidate 0 for it")
 
 
 def _align_weights(path: Path, weights: np.ndarray, manifest: SimsManifest) -> np.ndarray:

@@ -60,6 +60,7 @@ def load_systems(runs: Sequence[str], split: str, *, val_runs: Sequence[str] | N
         if any(v is None for v in val):
             val = [None] * len(runs)
     check_same(test)
+    _check_distinct(runs, test)
     if val[0] is not None:
         check_same(val)
         if val[0].manifest.split == test[0].manifest.split:
@@ -69,6 +70,17 @@ def load_systems(runs: Sequence[str], split: str, *, val_runs: Sequence[str] | N
         if v is not None:
             _check_same_run(t, v)
     return [System(n, str(r), t, v) for n, r, t, v in zip(names, runs, test, val)]
+
+
+def _check_distinct(runs: Sequence[str], test: Sequence[SplitData]) -> None:
+    """Two systems with equal matrices are one system given twice (a copied run folder or file): fusing them only
+    reweights it, and their comparison is an empty one. The values are compared, so any copy is caught."""
+    for j in range(1, len(test)):
+        for i in range(j):
+            if np.array_equal(test[i].sims, test[j].sims):
+                raise UserError(f"--runs: {runs[j]} holds the same similarity matrix as {runs[i]} ({test[j].where} "
+                                f"equals {test[i].where}): one system given twice (a copy?); a system fused with "
+                                "itself only reweights it")
 
 
 def _check_same_run(test: SplitData, val: SplitData) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.sims_io import SimsManifest
+from retrieval.sims_io import SimsManifest, validate
 from retrieval.trec import read_trec_qrels, read_trec_run
 from utils.errors import UserError
 
@@ -94,6 +94,7 @@ def sims_from_trec_run(path: str | os.PathLike, manifest: SimsManifest) -> np.nd
     fill = np.minimum((low - step).astype(np.float32), np.nextafter(low.astype(np.float32), np.float32(-np.inf)))
     sims = np.repeat(fill[:, None], n_c, axis=1)
     sims[rows_a, cols_a] = vals.astype(np.float32)
+    validate(sims, manifest, str(path))  # the checks every matrix gets (e.g. at least 2 clips)
     return sims
 
 

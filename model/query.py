@@ -46,14 +46,10 @@ def load_run_model(run_dir: str | Path) -> RunModel:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: run folder not found")
-    if not (run_dir / "metrics.json").is_file():
-        raise UserError(f"{run_dir}: not a complete run (no metrics.json): finish its training first "
-                        "(train.py --resume RUN)")
     ckpt_path = run_dir / "trained_model.pth"
     cfg_path = run_dir / "config.json"
-    for path in (cfg_path, ckpt_path):
-        if not path.is_file():
-            raise UserError(f"{path}: file not found (the run folder is incomplete)")
+    from utils.outputs import require_complete_run  # finished, recorded, and these two files as recorded
+    require_complete_run(run_dir, [cfg_path.name, ckpt_path.name])
     try:
         config = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as err:

@@ -1,5 +1,5 @@
-"""A small synthetic run folder (``sims/{split}.npy`` + manifests, ``metrics.json`` so it counts as finished) for
-tests and demos.
+"""A small synthetic run folder (``sims/{split}.npy`` + manifests, ``complete.json`` + ``metrics.json`` so it counts
+as finished) for tests and demos.
 
 Development helper only: the pipeline never calls it.
 """
@@ -11,6 +11,7 @@ import numpy as np
 
 from retrieval.sims_io import build_manifest, save_sims
 from utils.io import write_json
+from utils.outputs import write_run_record
 
 
 def make_synthetic_run(run_dir: str | Path, n_clips: dict[str, int] | None = None, k: int = 5, seed: int = 0,
@@ -49,5 +50,6 @@ def make_synthetic_run(run_dir: str | Path, n_clips: dict[str, int] | None = Non
         man = build_manifest(split, [f"clip{i:04d}.wav" for i in range(n)], caps, {"synthetic_seed": seed}, k)
         save_sims(run_dir / "sims", split, sims, man)
     if complete:
+        write_run_record(run_dir, "qpp.synthetic_run")
         write_json(run_dir / "metrics.json", {"synthetic": True})
     return run_dir

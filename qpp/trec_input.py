@@ -14,6 +14,7 @@ from fusion.trec_input import manifest_from_qrels, sims_from_trec_run
 from retrieval.sims_io import save_sims
 from utils.errors import UserError
 from utils.io import write_json
+from utils.outputs import write_run_record
 
 TREC_FEATURES = ("score", "variation")  # the groups that need no caption text
 
@@ -40,5 +41,6 @@ def materialise_trec_input(run: str, qrels: str, fit_run: str | None, fit_qrels:
     run_dir = Path(out_dir) / "input"
     for sims, manifest in (test,) + ((fit,) if fit else ()):
         save_sims(run_dir / "sims", manifest.split, sims, manifest)
+    write_run_record(run_dir, "qpp.py --trec-run")  # a run folder like train.py's: recorded, then metrics.json
     write_json(run_dir / "metrics.json", {"from_trec": {"test": str(run), "val": fit_run}})
     return run_dir

@@ -108,15 +108,28 @@ def resolve_sims_path(path: str | os.PathLike, split: str = "test") -> Path:
 
 def load_sims(path: str | os.PathLike, split: str = "test", mmap: bool = True) -> tuple[np.ndarray, SimsManifest]:
     """Load a matrix and its manifest and check that they agree; ``UserError`` names what is wrong."""
-    from utils.outputs import recover, verify_recorded_file
+    from utils.outputs import recover, require_complete_run, verify_recorded_file
     if not Path(path).exists():
         recover(Path(path).parent)  # its output set's writer was killed mid-swap: the complete old set comes back
-    if Path(path).is_dir():
-        _require_complete_run(Path(path))
+    if Path(path).is_dir():  # a run folder: finished, recorded, and this split's files as recorded
+        require_complete_run(path)
     npy = resolve_sims_path(path, split)
     manifest_path = npy.with_suffix(".json")
+    if Path(path).is_dir():
+        require_complete_run(path, [f"sims/{split}.npy", f"sims/{split}.json"])
     for f in (npy, manifest_path):  # a file of a completed output set must still be the recorded one
         verify_recorded_file(f, rerun="the stage that wrote it")
+    return _read_checked(Path(path), npy, split, mmap)
+
+
+def load_unrecorded_run_sims(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, SimsManifest]:
+    """``<run>/sims/<split>`` with every check of :func:`load_sims` except the run's completion record: only for
+    ``scripts/record_run.py``, which records a run made before ``complete.json`` existed."""
+    return _read_checked(Path(run_dir), resolve_sims_path(run_dir, split), split, mmap=True)
+
+
+def _read_checked(path: Path, npy: Path, split: str, mmap: bool) -> tuple[np.ndarray, SimsManifest]:
+    manifest_path = npy.with_suffix(".json")
     if not manifest_path.is_file():
         raise UserError(f"{manifest_path}: manifest missing beside {npy.name} (use --sims with --captions_per_clip for a bare matrix)")
     raw = read_json(manifest_path)
@@ -125,16 +138,10 @@ def load_sims(path: str | os.PathLike, split: str = "test", mmap: bool = True) -
     except TypeError as err:
         raise UserError(f"{manifest_path}: not a sims manifest ({err})") from None
     sims = _load_npy(npy, mmap)
-    validate(sims, manifest, str(npy))
-    if Path(path).is_dir():
-        check_run_split(Path(path), split, manifest, manifest_path)
+    validate(sims, manifest, str(npy), str(manifest_path))
+    if path.is_dir():
+        check_run_split(path, split, manifest, manifest_path)
     return sims, manifest
-
-
-def _require_complete_run(run_dir: Path) -> None:
-    if not (run_dir / "metrics.json").is_file():
-        raise UserError(f"{run_dir}: incomplete run (no metrics.json: training was killed or is still running; "
-                        f"finish it with train.py --resume {run_dir})")
 
 
 def check_run_split(run_dir: Path, split: str, manifest: SimsManifest, manifest_path: Path) -> None:
@@ -186,6 +193,8 @@ def read_bare_sims(path: str | os.PathLike, captions_per_clip: int = 5) -> tuple
         raise UserError(f"{path}: unsupported matrix format {path.suffix!r} (expected .npy or .csv)")
     if sims.ndim != 2:
         raise UserError(f"{path}: expected a 2-D matrix, got shape {sims.shape}")
+    if 0 in sims.shape:
+        raise UserError(f"{path}: empty matrix of shape {sims.shape} (no queries or no clips)")
     n_rows, n_cols = sims.shape
     if n_rows != captions_per_clip * n_cols:
         raise UserError(f"{path}: {n_rows} rows is not captions_per_clip ({captions_per_clip}) x {n_cols} columns")
@@ -195,26 +204,75 @@ def read_bare_sims(path: str | os.PathLike, captions_per_clip: int = 5) -> tuple
     return sims, manifest
 
 
-def validate(sims: np.ndarray, manifest: SimsManifest, where: str) -> None:
+MIN_CLIPS = 2  # with one candidate every query ranks it first: every metric is 100 and no paired test can run
+
+
+def validate_manifest(manifest: SimsManifest, where: str) -> None:
+    """Types and values of every manifest key, and what they must agree on: ``captions_per_clip`` a positive
+    integer, ids lists of strings without duplicates, every query with exactly one relevant clip (a list of one clip
+    id), K queries per clip (K·N rows), one caption per row or none, and at least :data:`MIN_CLIPS` clips."""
+    m = manifest
+    if not isinstance(m.split, str):
+        raise UserError(f"{where}: 'split' must be a string, got {m.split!r}")
+    k = m.captions_per_clip
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise UserError(f"{where}: 'captions_per_clip' must be a positive integer, got {k!r}")
+    for key in ("clip_ids", "query_ids", "captions"):
+        value = getattr(m, key)
+        if not isinstance(value, list):
+            raise UserError(f"{where}: {key!r} must be a list of strings, got {type(value).__name__}")
+        bad = next((v for v in value if not isinstance(v, str)), None)
+        if bad is not None:
+            raise UserError(f"{where}: {key!r} must be a list of strings, holds {bad!r}")
+    if not isinstance(m.qrels, dict):
+        raise UserError(f"{where}: 'qrels' must be an object {{query_id: [clip_id]}}, got {type(m.qrels).__name__}")
+    if not isinstance(m.source, dict):
+        raise UserError(f"{where}: 'source' must be an object, got {type(m.source).__name__}")
+    n = len(m.clip_ids)
+    if n < MIN_CLIPS:
+        raise UserError(f"{where}: {n} clip{'' if n == 1 else 's'} in clip_ids: retrieval needs at least "
+                        f"{MIN_CLIPS} (with one candidate every query ranks it first, every metric is 100 and no "
+                        "significance test can run)")
+    if len(set(m.clip_ids)) != n:
+        dup = next(c for i, c in enumerate(m.clip_ids) if c in m.clip_ids[:i])
+        raise UserError(f"{where}: manifest lists clip id {dup!r} twice")
+    if len(set(m.query_ids)) != len(m.query_ids):
+        seen: set[str] = set()
+        dup = next(q for q in m.query_ids if q in seen or seen.add(q))
+        raise UserError(f"{where}: manifest lists query id {dup!r} twice")
+    if len(m.query_ids) != k * n:
+        raise UserError(f"{where}: {len(m.query_ids)} query_ids for {n} clips with captions_per_clip {k} "
+                        f"(expected {k * n}: K queries per clip)")
+    if m.captions and len(m.captions) != len(m.query_ids):
+        raise UserError(f"{where}: {len(m.captions)} captions for {len(m.query_ids)} query rows (one per row, "
+                        "or an empty list)")
+    col_of = {c: j for j, c in enumerate(m.clip_ids)}
+    per_clip = np.zeros(n, dtype=np.int64)
+    for qid in m.query_ids:
+        rel = m.qrels.get(qid)
+        if not rel:
+            raise UserError(f"{where}: query {qid!r} has no relevant clip in the manifest's qrels")
+        if not isinstance(rel, list) or not all(isinstance(c, str) for c in rel):
+            raise UserError(f"{where}: qrels of query {qid!r} must be a list of clip ids, got {str(rel)[:80]!r}")
+        if len(rel) != 1:
+            raise UserError(f"{where}: query {qid!r} has {len(rel)} relevant clips; one per query is supported")
+        if rel[0] not in col_of:
+            raise UserError(f"{where}: query {qid!r} is relevant to clip {rel[0]!r}, which is not a column")
+        per_clip[col_of[rel[0]]] += 1
+    odd = np.flatnonzero(per_clip != k)
+    if odd.size:
+        j = int(odd[0])
+        raise UserError(f"{where}: clip {m.clip_ids[j]!r} is the relevant clip of {per_clip[j]} queries in qrels, "
+                        f"but captions_per_clip is {k}")
+
+
+def validate(sims: np.ndarray, manifest: SimsManifest, where: str, manifest_where: str | None = None) -> None:
+    """The matrix and its manifest agree and mean something (docs/FORMATS.md); ``UserError`` names the file (the
+    manifest's for its keys: ``manifest_where``, default ``where``), the key, and the query or clip at fault."""
+    validate_manifest(manifest, manifest_where or where)
     if sims.ndim != 2 or sims.shape != (len(manifest.query_ids), len(manifest.clip_ids)):
         raise UserError(f"{where}: shape {sims.shape} disagrees with its manifest "
                         f"({len(manifest.query_ids)} queries x {len(manifest.clip_ids)} clips)")
-    if len(set(manifest.clip_ids)) != len(manifest.clip_ids):
-        dup = next(c for i, c in enumerate(manifest.clip_ids) if c in manifest.clip_ids[:i])
-        raise UserError(f"{where}: manifest lists clip id {dup!r} twice")
-    if len(set(manifest.query_ids)) != len(manifest.query_ids):
-        seen: set[str] = set()
-        dup = next(q for q in manifest.query_ids if q in seen or seen.add(q))
-        raise UserError(f"{where}: manifest lists query id {dup!r} twice")
-    known = set(manifest.clip_ids)
-    for qid in manifest.query_ids:
-        rel = manifest.qrels.get(qid)
-        if not rel:
-            raise UserError(f"{where}: query {qid!r} has no relevant clip in the manifest's qrels")
-        if len(rel) != 1:
-            raise UserError(f"{where}: query {qid!r} has {len(rel)} relevant clips; one per query is supported")
-        if rel[0] not in known:
-            raise UserError(f"{where}: query {qid!r} is relevant to clip {rel[0]!r}, which is not a column")
     step = _row_block(sims.shape[1], per_cell=sims.itemsize)
     for start in range(0, sims.shape[0], step):
         block = np.asarray(sims[start:start + step])
@@ -225,11 +283,26 @@ def validate(sims: np.ndarray, manifest: SimsManifest, where: str) -> None:
                             f"(query {manifest.query_ids[start + r]!r}), column {c} (clip {manifest.clip_ids[c]!r})")
 
 
-def _load_npy(path: Path, mmap: bool) -> np.ndarray:
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_npy(path: str | os.PathLike, mmap: bool = False) -> np.ndarray:
+    """A ``.npy`` array (never pickled objects); ``UserError`` naming the file when it is not one."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(len(NPY_MAGIC))
+    if head != NPY_MAGIC:
+        what = "empty" if not head else ("text" if all(32 <= b < 127 or b in b"\t\r\n" for b in head) else "binary")
+        raise UserError(f"{path}: not a NumPy .npy file ({what} content without the .npy header; save arrays with "
+                        "numpy.save)")
     try:
-        sims = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise UserError(f"{path}: not a readable .npy matrix ({err})") from None
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise UserError(f"{path}: not a readable .npy array ({err})") from None
+
+
+def _load_npy(path: Path, mmap: bool) -> np.ndarray:
+    sims = read_npy(path, mmap)
     if not np.issubdtype(sims.dtype, np.floating):
         raise UserError(f"{path}: expected a float matrix, got dtype {sims.dtype}")
     return sims

@@ -67,12 +67,12 @@ def main(argv=None) -> None:
         result = label_metrics(sims, classes, [labels["clips"][c] for c in clips])
         print(", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()))
         return
-    run = Path(args.run)
-    sims = np.load(run / "sims" / f"{args.split}.npy")
-    manifest = json.loads((run / "sims" / f"{args.split}.json").read_text())
+    from retrieval.sims_io import load_sims  # the readers' checks: finished, recorded, manifest agrees
+
+    sims, manifest = load_sims(Path(args.run), args.split)
     labels = json.loads(Path(args.labels).read_text())["clips"]
-    queries = [labels[q.rsplit("#", 1)[0]] for q in manifest["query_ids"]]
-    result = label_metrics(sims, queries, [labels[c] for c in manifest["clip_ids"]])
+    queries = [labels[q.rsplit("#", 1)[0]] for q in manifest.query_ids]
+    result = label_metrics(np.asarray(sims), queries, [labels[c] for c in manifest.clip_ids])
     print(", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()))
 
 

@@ -7,6 +7,7 @@ import numpy as np
 
 from retrieval.sims_io import build_manifest, save_sims
 from utils.io import write_json
+from utils.outputs import write_run_record
 
 
 def latent(n: int, k: int, dim: int, seed: int):
@@ -30,6 +31,7 @@ def make_run(root: Path, name: str, sims_by_split: dict[str, np.ndarray], k: int
         caps = captions[split] if captions else [[f"{split} clip {i} caption {j}" for j in range(k)] for i in range(n)]
         man = build_manifest(split, [f"{split}_clip{i:03d}.wav" for i in range(n)], caps, {"run": name}, k)
         save_sims(run / "sims", split, sims, man)
+    write_run_record(run, "tests")
     write_json(run / "metrics.json", {"synthetic": True})
     return run
 

@@ -9,6 +9,7 @@ import pytest
 import fusion as _pkg  # noqa: F401  (the package; the script is loaded below by path)
 from retrieval.sims_io import build_manifest, load_sims, save_sims
 from utils.errors import run_cli
+from utils.outputs import write_run_record
 
 ROOT = Path(__file__).resolve().parents[1]
 N, K = 12, 5
@@ -36,6 +37,7 @@ def _sims(seed=0):
 def run_dir(tmp_path):
     run = tmp_path / "saved" / "tiny-x" / "2026-01-01_00-00-00_seed-0"
     save_sims(run / "sims", "test", _sims(), build_manifest("test", [f"clip {i}.wav" for i in range(N)], None, {}, K))
+    write_run_record(run, "tests")
     (run / "metrics.json").write_text("{}")
     return run
 

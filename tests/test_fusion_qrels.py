@@ -9,6 +9,7 @@ from retrieval.sims_io import build_manifest, load_sims, save_sims
 from retrieval.trec import write_trec_qrels
 from tests.sysfusion_helpers import three_systems
 from utils.errors import run_cli
+from utils.outputs import write_run_record
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,6 +29,7 @@ FAST = ["--resamples", "50", "--quiet", "--no-plot"]
 def _run(root: Path, sims: np.ndarray, n: int, k: int) -> Path:
     run = root / "saved" / "tiny" / "2026-01-01_00-00-00_seed-0"
     save_sims(run / "sims", "test", sims, build_manifest("test", [f"c{i}.wav" for i in range(n)], None, {}, k))
+    write_run_record(run, "tests")
     (run / "metrics.json").write_text("{}")
     return run
 

@@ -11,6 +11,7 @@ import pytest
 import qpp as _qpp  # noqa: F401
 from qpp.run import run_qpp
 from qpp.synthetic_run import make_synthetic_run
+from utils.outputs import write_run_record
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--features", "score,variation", "--models", "linear,xgboost,tree", "--n-resamples", "500", "--no-plots"]
@@ -101,6 +102,7 @@ def test_cli_bad_input_exits_2_with_one_line(run_dir, argv, needle, tmp_path):
             m = json.loads((bare / "sims" / f"{split}.json").read_text())
             m["captions"] = []
             (bare / "sims" / f"{split}.json").write_text(json.dumps(m))
+        write_run_record(bare, "tests")  # a run written without captions, not one edited after its record
         argv, needle, target = ["--features", "text"], "manifest has no captions", bare
         assert man["captions"]
     else:
@@ -124,6 +126,7 @@ def test_eval_from_training_config(run_dir, tmp_path):
     save = tmp_path / "saved"
     exp = save / "clotho-synthetic-tiny-ce" / "2026-01-01_00-00-00_seed-0"
     shutil.copytree(run_dir / "sims", exp / "sims")
+    write_run_record(exp, "tests")
     (exp / "metrics.json").write_text("{}")
     code = _main(["--config", str(REPO / "configs/clotho-synthetic/tiny-ce.json"), "--eval_from_training_config",
                   "--custom_args", f"trainer.save_dir={save}", "--out", str(tmp_path / "o")] + FAST)

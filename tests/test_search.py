@@ -195,7 +195,7 @@ def test_unknown_or_incomplete_run_is_exit_2(tiny_run, tmp_path, capsys):
     half.mkdir()
     shutil.copy(tiny_run / "config.json", half / "config.json")
     assert run_cli(search.main, ["--run", str(half), "a dog"]) == 2
-    assert "not a complete run (no metrics.json)" in capsys.readouterr().err
+    assert "incomplete run (no metrics.json" in capsys.readouterr().err
     assert run_cli(search.main, ["--config", str(tmp_path / "none.json"), "a dog"]) == 2
     assert "config not found" in capsys.readouterr().err
 

@@ -9,6 +9,7 @@ import pytest
 
 import search
 from utils.errors import run_cli
+from utils.outputs import write_run_record
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +73,13 @@ def test_audio_with_a_run_whose_experts_cannot_be_extracted_is_exit_2(animals, t
     run = tmp_path / "run"
     run.mkdir()
     write_json(run / "config.json", tiny_config)
-    write_json(run / "metrics.json", {})
     import torch
 
     from model import build_model
 
     torch.save({"state_dict": build_model(tiny_config).state_dict(), "config_hash": "x"}, run / "trained_model.pth")
+    write_run_record(run, "tests")
+    write_json(run / "metrics.json", {})
     assert run_cli(search.main, ["--run", str(run), "--audio", str(animals), "a dog"]) == 2
     err = capsys.readouterr().err
     assert "the run's expert 'vggsound' cannot be extracted from audio" in err and err.count("\n") == 1
@@ -102,6 +104,7 @@ def test_run_plus_audio_extracts_the_runs_experts_and_scores_like_the_model(anim
     model = build_model(cfg).eval()
     write_json(run / "config.json", cfg)
     torch.save({"state_dict": model.state_dict(), "config_hash": "h"}, run / "trained_model.pth")
+    write_run_record(run, "tests")
     write_json(run / "metrics.json", {})
     out = json.loads(_ok(capsys, ["--run", str(run), "--audio", str(animals), "--index-dir", str(tmp_path / "idx"),
                                   "--json", "--k", "10", "a dog barking"]))

@@ -14,7 +14,7 @@ from fusion.systems import fuse_systems, simplex_grid
 from retrieval.metrics import gt_ranks_t2a, metrics_from_ranks
 from retrieval.sims_io import load_sims, save_sims
 from utils.errors import run_cli
-from utils.outputs import require_complete
+from utils.outputs import require_complete, write_run_record
 
 from sysfusion_helpers import make_run, three_systems
 
@@ -136,6 +136,7 @@ def test_identity_checks_reject_mismatched_runs(two_runs, capsys):
     order = np.roll(np.arange(len(man.clip_ids)), 1)
     man.clip_ids = [man.clip_ids[j] for j in order]
     save_sims(b / "sims", "test", np.ascontiguousarray(sims[:, order]), man)
+    write_run_record(b, "tests")  # a run written so, not edited after its record
     assert _cli(["--runs", str(a), str(b), *args]) == 2 and not out.exists()
     assert "clip ids (columns) differ at position 0" in capsys.readouterr().err
     # same ids, other caption texts (another data set)
@@ -144,6 +145,7 @@ def test_identity_checks_reject_mismatched_runs(two_runs, capsys):
     c = root / "c" / "run"
     shutil.copytree(a, c)
     save_sims(c / "sims", "test", sims, man)
+    write_run_record(c, "tests")  # a run written so, not edited after its record
     assert _cli(["--runs", str(a), str(c), *args]) == 2 and not out.exists()
     assert "captions differ" in capsys.readouterr().err
     # another split

@@ -274,25 +274,31 @@ def _latin1_config(tmp_path: Path) -> Path:
 
 # ------------------------------------------------------------------------------------------------ class 7: identity
 def test_identity(world, tmp_path, capsys):
+    from utils.outputs import write_run_record
+
     run = _copy_run(world, tmp_path)
     sims = run / "sims"
+    unrecorded = _copy_run(world, tmp_path / "unrecorded")
+    (unrecorded / "complete.json").unlink()
+    # the checks behind the record: runs whose record was written after the damage (a legacy run recorded with
+    # scripts/record_run.py, or a copy re-recorded by hand) must still be refused by the manifest checks
     legacy = _copy_run(world, tmp_path / "legacy")
-    (legacy / "complete.json").unlink()
     for ext in (".npy", ".json"):  # val copied over test, in a run with and without a completion record
         shutil.copy(sims / f"val{ext}", sims / f"test{ext}")
         shutil.copy(legacy / "sims" / f"val{ext}", legacy / "sims" / f"test{ext}")
+    write_run_record(legacy, "tests")
     other = _copy_run(world, tmp_path / "other")
-    (other / "complete.json").unlink()
     cfg = json.loads((other / "config.json").read_text())
     cfg["seed"] = 7
     (other / "config.json").write_text(json.dumps(cfg))  # the sims now belong to another config
+    write_run_record(other, "tests")
     relabelled = _copy_run(world, tmp_path / "relabel")
-    (relabelled / "complete.json").unlink()
     for ext in (".npy", ".json"):
         shutil.copy(relabelled / "sims" / f"val{ext}", relabelled / "sims" / f"test{ext}")
     man = json.loads((relabelled / "sims" / "test.json").read_text())
     man["split"] = "test"  # val data labelled as test: the clip ids give it away
     (relabelled / "sims" / "test.json").write_text(json.dumps(man))
+    write_run_record(relabelled, "tests")
     dup_q = tmp_path / "dupq"
     _write_manifest_variant(run, dup_q, lambda m: m["query_ids"].__setitem__(1, m["query_ids"][0]))
     dup_c = tmp_path / "dupc"
@@ -306,6 +312,8 @@ def test_identity(world, tmp_path, capsys):
     (dup_w / "weights.json").write_text(json.dumps(w))
     cases = [
         (_fusion_main, ["--run", run, "--no-plot"], "test.npy: changed since"),
+        (_fusion_main, ["--run", unrecorded, "--no-plot"], "no complete.json"),
+        (_qpp_main, ["--run", unrecorded, "--features", "score"], "no complete.json"),
         (_fusion_main, ["--run", legacy, "--no-plot"], "for split 'val', not 'test'"),
         (_fusion_main, ["--run", other, "--no-plot"], "written by a run with config"),
         (_fusion_main, ["--run", relabelled, "--no-plot"], "clip ids differ"),

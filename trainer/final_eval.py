@@ -103,10 +103,8 @@ def evaluate_and_write(model: torch.nn.Module, best_state: dict, *, config: dict
         metrics["multi_relevance"] = multi_relevance_results  # {split: {"t2a", "a2t", "file", "graded"}}
     from trainer.curves import write_run_curves  # curves.png (+ TensorBoard events) from the per-epoch history
     write_run_curves(run_dir, history, best_epoch, tensorboard=bool(trainer_cfg.get("tensorboard", False)))
-    from utils.outputs import RECORD, write_record  # sizes + sha256 of what readers use; metrics.json: the marker
-    write_record(run_dir, "train.py", files=[p.relative_to(run_dir).as_posix() for p in sorted(run_dir.rglob("*"))
-                                             if p.is_file() and p.name[0] != "." and p.suffix in (".json", ".npy")
-                                             and p.name not in (COMPLETE_MARKER, RECORD)] + [FINAL_NAME])
+    from utils.outputs import write_run_record  # sizes + sha256 of what readers use; metrics.json: the marker
+    write_run_record(run_dir, "train.py")
     write_json(run_dir / COMPLETE_MARKER, metrics)
     (run_dir / LAST_NAME).unlink(missing_ok=True)  # run complete: nothing left to resume
     logger.info(f"done: best epoch {best_epoch}, test t2a R1 {results['test']['t2a']['R1']:.2f} "

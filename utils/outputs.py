@@ -183,3 +183,47 @@ def sha256_file(path: str | os.PathLike, chunk: int = 8 * 2**20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------ training run folders
+RUN_MODEL = "trained_model.pth"
+
+
+def run_record_files(run_dir: str | os.PathLike) -> list[str]:
+    """What a training run's ``complete.json`` lists: its ``.json`` / ``.npy`` files (config, run.json, sims/*) and
+    the checkpoint; never the markers, hidden temporaries, or the nested output sets of later stages (fusion/, qpp/)."""
+    from utils.paths import COMPLETE_MARKER
+
+    run_dir = Path(run_dir)
+    candidates = list(run_dir.iterdir()) + list((run_dir / "sims").glob("*"))
+    rels = sorted(p.relative_to(run_dir).as_posix() for p in candidates
+                  if p.is_file() and p.name[0] != "." and p.suffix in (".json", ".npy")
+                  and p.name not in (COMPLETE_MARKER, RECORD))
+    return rels + ([RUN_MODEL] if (run_dir / RUN_MODEL).is_file() else [])
+
+
+def write_run_record(run_dir: str | os.PathLike, writer: str) -> dict:
+    """``<run>/complete.json`` for a training run folder (train.py writes it just before ``metrics.json``)."""
+    return write_record(run_dir, writer, files=run_record_files(run_dir))
+
+
+def require_complete_run(run_dir: str | os.PathLike, files: Iterable[str] = ()) -> dict:
+    """A training run folder a reader is about to use: finished (``metrics.json``), with its completion record
+    ``complete.json``, and the ``files`` it will read still as recorded. ``UserError`` naming the folder otherwise.
+
+    Every reader of run folders goes through here (fusion.py --run / --config / --runs and qpp.py via
+    ``retrieval.sims_io.load_sims``, search.py via ``model.query.load_run_model``)."""
+    from utils.paths import COMPLETE_MARKER
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: run folder not found")
+    if not (run_dir / COMPLETE_MARKER).is_file():
+        raise UserError(f"{run_dir}: incomplete run (no {COMPLETE_MARKER}: training was killed or is still running; "
+                        f"finish it with train.py --resume {run_dir})")
+    if not (run_dir / RECORD).is_file():
+        raise UserError(f"{run_dir}: run has {COMPLETE_MARKER} but no {RECORD} (the sizes and sha256 of its files, "
+                        "written by train.py before metrics.json), so a changed or copied-over matrix could not be "
+                        "detected: re-train it, or, for a run made before complete.json existed, check it and record "
+                        f"it with: python scripts/record_run.py {run_dir}")
+    return require_complete(run_dir, files, rerun="train.py")
