@@ -99,6 +99,7 @@ def test_qpp_weights_picked_up_automatically(run_dir, capsys):
 def test_qpp_weights_of_the_test_split_are_not_applied_to_val(run_dir, capsys):
     """qpp.py weights the test split; `fusion.py --split val` on such a run refused the weights' query ids."""
     save_sims(run_dir / "sims", "val", _sims(), build_manifest("val", [f"val {i}.wav" for i in range(N)], None, {}, K))
+    write_run_record(run_dir, "tests")  # the run as train.py leaves it with val dumped too
     (run_dir / "qpp").mkdir()
     np.save(run_dir / "qpp" / "weights.npy", np.ones(N * K))
     (run_dir / "qpp" / "weights.json").write_text(json.dumps({"split": "test"}))

@@ -11,6 +11,7 @@ from fusion.registry import SCORE_BASED, fuse
 from fusion.run import build_parser, main_from_args
 from retrieval.metrics import gt_ranks_a2t, gt_ranks_t2a, t2a_metrics
 from retrieval.sims_io import build_manifest, save_sims
+from utils.outputs import write_run_record
 from utils.errors import run_cli
 
 
@@ -140,6 +141,7 @@ def _run(root, name, sims, k=K, splits=("test",)):
     for split in splits:
         save_sims(run / "sims", split, sims, build_manifest(split, [f"clip{i}" for i in range(sims.shape[1])], None,
                                                             {"run": name}, k))
+    write_run_record(run, "tests")
     (run / "metrics.json").write_text("{}")
     return run
 

@@ -12,6 +12,7 @@ from qpp.run import run_qpp
 from qpp.synthetic_run import make_synthetic_run
 from utils.errors import UserError, run_cli
 from utils.io import write_json
+from utils.outputs import write_run_record
 
 TAU_INSP_MAX = {k: ev.tau_inspired_max(k) for k in (3, 4, 5, 6)}
 
@@ -239,6 +240,7 @@ def _variant(tmp_path, name, clips, edit=None):
         for split, fn in edit.items():
             sims = np.load(run / "sims" / f"{split}.npy")
             np.save(run / "sims" / f"{split}.npy", fn(sims).astype(np.float32))
+        write_run_record(run, "tests")  # a run whose training produced these matrices
     return run
 
 
@@ -256,8 +258,7 @@ def _identity_like(s):  # every caption ranks its own clip first
     ("test_equal_cv", {"val": 12, "test": 12}, {"test": lambda s: np.zeros_like(s)}, ["--cv", "3"],
      "qpp: the test targets are all equal ({run}/sims/test.npy"),
     ("one_clip", {"val": 20, "test": 1}, None, [],
-     "qpp: the test targets are all equal ({run}/sims/test.npy: log2_rank = 0 for all 5 caption queries; a single "
-     "clip, which every caption ranks first): nothing to predict"),
+     "{run}/sims/test.json: 1 clip in clip_ids: retrieval needs at least 2"),  # refused as a manifest now
     ("perfect", {"val": 12, "test": 6}, {"test": _identity_like}, ["--target", "rr"],
      "rr = 1 for all 30 caption queries; every caption ranks its clip at 1 of 6"),
     ("hit10_small", {"val": 12, "test": 8}, None, ["--target", "hit10"],
