@@ -21,14 +21,15 @@ def plot_results(out: Path, rows, y_true, y_pred, best_name: str, target: str) -
     ax.scatter(y_pred, np.asarray(y_true) + jitter, s=4, alpha=0.35, lw=0)
     ax.set_xlabel(f"predicted {target} (badness: lower = better query)")
     ax.set_ylabel(f"true {target} (badness)")
-    r = np.corrcoef(y_pred, y_true)[0, 1]
-    ax.set_title(f"{best_name}\nPearson {r:.3f}", fontsize=10)
+    with np.errstate(all="ignore"):
+        r = np.corrcoef(y_pred, y_true)[0, 1]
+    ax.set_title(f"{best_name}\nPearson " + (f"{r:.3f}" if np.isfinite(r) else "n/a (constant values)"), fontsize=10)
     fig.tight_layout()
     paths.append(_save(fig, out / "scatter_best.png", atomic_path))
     plt.close(fig)
 
     labels = [f"{m}\n[{f}]" for f, m, _ in rows]
-    gt = [100 * np.nan_to_num(res["kendall_tau_group_mean"]) for _, _, res in rows]
+    gt = np.array([100 * res["kendall_tau_group_mean"] for _, _, res in rows], dtype=float)  # NaN: undefined
     ti = [res["tau_inspired_x100"] for _, _, res in rows]
     ti_chance = rows[0][2]["chance"]["tau_inspired_x100"]
     fig, axes = plt.subplots(2, 1, figsize=(max(7, 0.55 * len(rows) + 2), 7), sharex=True)
@@ -36,7 +37,9 @@ def plot_results(out: Path, rows, y_true, y_pred, best_name: str, target: str) -
     feats = [f for f, _, _ in rows]
     uniq = list(dict.fromkeys(feats))
     colors = plt.cm.tab10(np.array([uniq.index(f) for f in feats]) % 10)
-    axes[0].bar(x, gt, color=colors)
+    axes[0].bar(x, np.nan_to_num(gt), color=colors)
+    for i in np.flatnonzero(~np.isfinite(gt)):  # an undefined tau-b is not a tau of 0: no bar, "n/a"
+        axes[0].text(x[i], 0, "n/a", ha="center", va="bottom", fontsize=7)
     axes[0].axhline(0, color="k", ls="--", lw=1, label="chance (0)")
     axes[0].set_ylabel("group Kendall tau-b ×100\n(higher = better)")
     axes[0].legend(loc="upper right", fontsize=8)

@@ -188,3 +188,32 @@ def test_every_model_fits_a_small_collection(n_fit):
     for name in MODELS:
         pred = fit_predict(name, x, y, rng.normal(size=(3, 4)), 5, seed=0)
         assert pred.shape == (3,) and np.isfinite(pred).all(), name
+
+
+def test_plots_mark_undefined_values_instead_of_drawing_zero(tmp_path, monkeypatch):
+    """A constant predictor's tau-b is undefined (NaN): drawn as 0 it looked like chance; Pearson printed 'nan'."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qpp.evaluate import evaluate
+    from qpp.plot import plot_results
+
+    texts = []
+    real_text = matplotlib.axes.Axes.text
+    monkeypatch.setattr(matplotlib.axes.Axes, "text",
+                        lambda self, *a, **k: texts.append(a[2]) or real_text(self, *a, **k))
+    titles = []
+    real_title = matplotlib.axes.Axes.set_title
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title",
+                        lambda self, label, *a, **k: titles.append(label) or real_title(self, label, *a, **k))
+    rng = np.random.default_rng(0)
+    y_true = rng.normal(size=50)
+    constant = np.zeros(50)
+    rows = [("score", "linear", evaluate(y_true, y_true + rng.normal(size=50), 5)),
+            ("score", "tree", evaluate(y_true, constant, 5))]
+    paths = plot_results(tmp_path, rows, y_true, constant, "tree [score]", "log2_rank")
+    plt.close("all")
+    assert all((tmp_path / p).is_file() for p in paths)
+    assert texts == ["n/a"]  # one bar undefined: the constant predictor's
+    assert any("Pearson n/a" in t for t in titles)
