@@ -26,8 +26,8 @@ from utils.errors import UserError, run_cli
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="qpp.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("which run")
-    src.add_argument("--config", help="training config; with --eval_from_training_config uses the newest complete run "
-                                      "of its experiment under config trainer.save_dir")
+    src.add_argument("--config", help="training config: uses the newest complete run of its experiment under config "
+                                      "trainer.save_dir (--eval_from_training_config says the same, as in fusion.py)")
     src.add_argument("--eval_from_training_config", action="store_true",
                      help="pick the newest complete run (metrics.json present) of --config's experiment")
     src.add_argument("--custom_args", default=None, help="config overrides 'a.b=1,c.d=x' applied when reading --config")
@@ -97,11 +97,13 @@ def resolve_run(args) -> Path:
         if not run.is_dir():
             raise UserError(f"{run}: run folder not found")
         return run
-    if args.config and args.eval_from_training_config:
+    if args.eval_from_training_config and not args.config:
+        raise UserError("--eval_from_training_config needs --config")
+    if args.config:  # as in fusion.py, --config alone means the newest complete run of its experiment
         from utils.paths import newest_run_of_config
 
         return newest_run_of_config(args.config, args.custom_args)
-    raise UserError("name a run: --run RUN, or --config CFG --eval_from_training_config")
+    raise UserError("name a run: --run RUN, or --config CFG (its newest complete run)")
 
 
 def _resolve_trec(args) -> Path:

@@ -6,11 +6,13 @@ written by qpp/report.py. The fork's recipe is qpp/fork.py; a synthetic run fold
 """
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from qpp.evaluate import evaluate
 from qpp.features import SplitFeatures, build_matrix, expand_groups
@@ -35,7 +37,8 @@ def run_qpp(run_dir: str | Path, *, fit_split: str = "val", cv: int | None = Non
             features: Sequence[str] = DEFAULT_FEATURES, models: Sequence[str] = MODELS, ltr: bool = False,
             seed: int = 0, target: str = "log2_rank", weights_model: str | None = None, mapping: str = "auto",
             temperature: float | None = None, device: str = "cpu", out_dir: str | Path | None = None,
-            n_resamples: int = 10_000, plots: bool = True, log: Callable[[str], None] = print) -> dict:
+            n_resamples: int = 10_000, plots: bool = True, log: Callable[[str], None] = print,
+            progress: bool = True) -> dict:
     """Fit QPP predictors, evaluate them on test against chance, write weights and fuse. Returns results.json."""
     from qpp.features import FEATURE_GROUPS
 
@@ -104,7 +107,8 @@ def run_qpp(run_dir: str | Path, *, fit_split: str = "val", cv: int | None = Non
         t0 = time.time()
         mats = [build_matrix(blocks, sf_fit, fr, sf_ev, er, seed) for fr, er in folds]
         timings[f"features:{fname}"] = time.time() - t0
-        for m in all_models:
+        for m in tqdm(all_models, desc=f"fit {fname}", unit="model", leave=False, disable=not progress,
+                      file=sys.stderr):
             t0 = time.time()
             p = np.empty(len(y_ev))
             for (fr, er), (xf, xe, _) in zip(folds, mats):
@@ -117,6 +121,8 @@ def run_qpp(run_dir: str | Path, *, fit_split: str = "val", cv: int | None = Non
 
     # ---- weights: predictor (feature set x model) and temperature selected on the fitting side only
     t0 = time.time()
+    log(f"  choosing the weights' predictor, mapping and temperature on {fit_split if not cv else 'the fitting folds'}"
+        " (cross-fitted) ...")
     pred_w = np.empty(len(y_ev))
     temps_used, tuning, chosen, mappings_used = [], [], [], []
     weights = np.empty(len(y_ev), dtype=np.float32)

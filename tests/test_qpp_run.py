@@ -131,6 +131,12 @@ def test_eval_from_training_config(run_dir, tmp_path):
     code = _main(["--config", str(REPO / "configs/clotho-synthetic/tiny-ce.json"), "--eval_from_training_config",
                   "--custom_args", f"trainer.save_dir={save}", "--out", str(tmp_path / "o")] + FAST)
     assert code == 0 and (tmp_path / "o" / "results.json").is_file()
+    # --config alone means the same, as in fusion.py (it stopped with "name a run")
+    code = _main(["--config", str(REPO / "configs/clotho-synthetic/tiny-ce.json"), "--custom_args",
+                  f"trainer.save_dir={save}", "--out", str(tmp_path / "o2")] + FAST)
+    assert code == 0
+    same = [json.loads((tmp_path / o / "results.json").read_text())["models"] for o in ("o", "o2")]
+    assert same[0] == same[1]
 
 
 def test_a_feature_constant_over_the_fitting_queries_cannot_blow_up_the_predictions(tmp_path):
