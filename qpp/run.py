@@ -107,7 +107,8 @@ def run_qpp(run_dir: str | Path, *, fit_split: str = "val", cv: int | None = Non
         t0 = time.time()
         mats = [build_matrix(blocks, sf_fit, fr, sf_ev, er, seed) for fr, er in folds]
         timings[f"features:{fname}"] = time.time() - t0
-        for m in tqdm(all_models, desc=f"fit {fname}", unit="model", leave=False, disable=not progress,
+        for m in tqdm(all_models, desc=f"fit {fname}", unit="model", leave=False,
+                      disable=not progress or not sys.stderr.isatty(),  # a bar is for a person at a terminal
                       file=sys.stderr):
             t0 = time.time()
             p = np.empty(len(y_ev))

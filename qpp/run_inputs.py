@@ -15,10 +15,13 @@ from qpp.features import NEEDS_CAPTIONS
 from retrieval.metrics import clip_major_gt_cols
 from retrieval.sims_io import SimsManifest, load_sims
 from utils.errors import UserError
+from utils.outputs import require_complete_run
 
 
 def load_split(run_dir: Path, split: str) -> tuple[np.ndarray, SimsManifest]:
     npy = run_dir / "sims" / f"{split}.npy"
+    if not npy.is_file() and not (run_dir / "sims").is_dir():
+        require_complete_run(run_dir)  # names what the folder is not (a run folder, a finished run)
     if not npy.is_file():
         hint = ("" if split == "test" else
                 f" (dump it by training with trainer.dump_splits including \"{split}\", or use --cv K to "

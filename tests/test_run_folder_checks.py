@@ -102,6 +102,7 @@ BROKEN_RUNS = {
     "val-over-test-unrecorded": (_val_over_test, "no complete.json"),
     "test-not-in-record": (_test_added_after_the_record, "not part of the completed output set"),
     "killed": (_killed, "incomplete run (no metrics.json"),
+    "sims-subfolder": (lambda run: run / "sims", "not a run folder (no config.json, metrics.json or sims/"),  # not "resume RUN/sims"
 }
 
 

@@ -218,6 +218,9 @@ def require_complete_run(run_dir: str | os.PathLike, files: Iterable[str] = ()) 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: run folder not found")
+    if not any((run_dir / name).exists() for name in ("config.json", COMPLETE_MARKER, "sims")):
+        raise UserError(f"{run_dir}: not a run folder (no config.json, metrics.json or sims/; a run folder is "
+                        "data/saved/<experiment>/<run-id>, as train.py prints)")
     if not (run_dir / COMPLETE_MARKER).is_file():
         raise UserError(f"{run_dir}: incomplete run (no {COMPLETE_MARKER}: training was killed or is still running; "
                         f"finish it with train.py --resume {run_dir})")
