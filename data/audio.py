@@ -88,7 +88,7 @@ def list_audio(folder: Path) -> list[str]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         base = Path(root)
         for name in files:
-            if name.startswith(".") or Path(name).suffix.lower() not in AUDIO_EXTENSIONS:
+            if name.startswith(".") or Path(name).suffix.lower().rstrip() not in AUDIO_EXTENSIONS:
                 continue
             if (base / name).is_file():
                 out.append((base / name).relative_to(folder).as_posix())

@@ -99,7 +99,7 @@ def _clip(path, seconds=2.0, seed=0, level=0.1, first=None):
     x = (level * np.random.default_rng(seed).standard_normal(int(seconds * RATE))).astype(np.float32)
     if first is not None:
         x[0] = first
-    sf.write(path, x, RATE, subtype="FLOAT")
+    sf.write(path, x, RATE, subtype="FLOAT", format="WAV")
     return path
 
 
@@ -150,3 +150,236 @@ def test_cache_entries_are_keyed_on_the_options(tmp_path, first, second, expect)
     results, bad, _ = compute_features(tmp_path, ["ok.wav", "x.wav"], [FakeExpert()], cache, progress=False,
                                        skip_bad=True, **second)
     assert [r.rel for r in results] == ["ok.wav"] and expect.split()[0] in bad[0][1]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the whole extraction (yamnet only, the cheapest real expert)
+# ---------------------------------------------------------------------------------------------------------------
+import csv  # noqa: E402
+import errno  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import unicodedata  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from utils.errors import run_cli  # noqa: E402
+
+
+def _folder(tmp_path: Path, names=("a.wav", "b.wav", "c.wav", "d.wav"), caption="noise") -> tuple[Path, Path]:
+    audio = tmp_path / "audio"
+    audio.mkdir(exist_ok=True)
+    for i, name in enumerate(names):
+        (audio / name).parent.mkdir(parents=True, exist_ok=True)
+        _clip(audio / name, seconds=1.5, seed=i)
+    return audio, _csv(tmp_path, names, caption)
+
+
+def _csv(tmp_path: Path, names, caption="noise") -> Path:
+    path = tmp_path / "captions.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file_name"] + [f"caption_{i}" for i in range(1, 6)])
+        for name in names:
+            w.writerow([name] + [f"{caption} {k} of {name[0]}" for k in range(5)])
+    return path
+
+
+def _extract(audio, csv_path, out, *extra) -> int:
+    from data.extract import main
+
+    return run_cli(main, ["--audio", str(audio), "--captions", str(csv_path), "--out", str(out), "--experts",
+                          "yamnet", "--workers", "1", "--no-progress", *extra])
+
+
+def _one_line(capsys, *parts):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    for part in parts:
+        assert part in err[0], err[0]
+    return err[0]
+
+
+def _load(out: Path):
+    from data.clotho import load_clotho
+    from utils.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "real-audio" / "train-yamnet-soundnet.json",
+                         f"data_loader.args.data_dir={out.parent}")
+    config["experts"]["modalities"] = ["yamnet"]
+    config["data_loader"]["args"]["root_feat_folder"] = out.name
+    return load_clotho(config, ["train", "val", "test"])
+
+
+FAIL_AT = ["aggregated_yamnet/yamnet-raw.hickle", "aggregated_yamnet/yamnet-classes.hickle",
+           "structured-symlinks/raw-captions.pkl", "text_embeddings/minilm.pkl", "test_list.txt", "extract.json"]
+
+
+@pytest.mark.parametrize("fail_at", FAIL_AT)
+def test_a_failed_rewrite_leaves_a_marked_archive_the_loader_refuses(tmp_path, capsys, monkeypatch, fail_at):
+    """Before: ENOSPC on minilm.pkl left new hickles + old minilm.pkl, said "nothing partial was kept", and train.py
+    trained on the mixture."""
+    import data.extract as extract
+    import utils.io
+
+    audio, csv_path = _folder(tmp_path)
+    out = tmp_path / "arch" / "structured-symlinks"
+    assert _extract(audio, csv_path, out) == 0
+    assert len(_load(out)["train"]) >= 1 and not (out / "extract-in-progress.json").exists()
+    capsys.readouterr()
+    _csv(tmp_path, ["a.wav", "b.wav", "c.wav", "d.wav"], caption="changed words")
+
+    real_atomic = utils.io.atomic_path
+
+    def failing_atomic(path):
+        if Path(path) == out / fail_at:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_atomic(path)
+
+    for module in (extract, utils.io):
+        monkeypatch.setattr(module, "atomic_path", failing_atomic)
+    assert _extract(audio, csv_path, out) == 2
+    line = _one_line(capsys, fail_at, "No space left on device", "is now incomplete", "extract-in-progress.json")
+    assert "nothing partial was kept" not in line
+    assert (out / "extract-in-progress.json").exists() and not (out / "extract.json").exists()
+    from utils.errors import UserError
+    with pytest.raises(UserError, match="extract-in-progress.json: an extraction into this archive did not finish"):
+        _load(out)
+    monkeypatch.undo()
+    assert _extract(audio, csv_path, out) == 0  # the re-run completes it
+    assert not (out / "extract-in-progress.json").exists()
+    assert len(_load(out)["train"]) >= 1
+
+
+def _lists(folder: Path, **lists):
+    folder.mkdir(exist_ok=True)
+    for split, members in lists.items():
+        (folder / f"{split}_list.txt").write_text("".join(f"{m}\n" for m in members))
+    return folder
+
+
+@pytest.mark.parametrize("lists, expect", [
+    (dict(train=["a.wav", "b.wav"], val=["c.wav"], test=["d.wav", "a.wav"]),
+     r"test_list.txt: clip 'a.wav' is also in .*train_list.txt"),
+    (dict(train=["a.wav"], val=["a.wav"], test=["d.wav"]), r"val_list.txt: clip 'a.wav' is also in .*train_list.txt"),
+    (dict(train=["a.wav", "ghost.wav"], val=["c.wav"], test=["d.wav"]),
+     r"train_list.txt: clip 'ghost.wav' is not in the caption CSV"),
+])
+def test_split_lists_refuse_overlaps_and_unknown_clips(tmp_path, capsys, lists, expect):
+    import re
+
+    audio, csv_path = _folder(tmp_path)
+    out = tmp_path / "arch"
+    assert _extract(audio, csv_path, out, "--split-lists", str(_lists(tmp_path / "lists", **lists))) == 2
+    assert re.search(expect, _one_line(capsys))
+    assert not out.exists()  # refused before any extraction
+
+
+def test_split_lists_note_unlisted_and_drop_skipped_clips(tmp_path, capsys):
+    audio, csv_path = _folder(tmp_path, names=("a.wav", "b.wav", "c.wav", "d.wav", "e.wav"))
+    sf.write(audio / "e.wav", np.zeros(RATE * 2, np.float32), RATE)  # silent: skipped
+    lists = _lists(tmp_path / "lists", train=["a.wav", "e.wav"], val=["b.wav"], test=["c.wav"])
+    out = tmp_path / "arch"
+    assert _extract(audio, csv_path, out, "--split-lists", str(lists), "--skip-bad") == 0
+    err = capsys.readouterr().err
+    assert "note: 1 of 4 clips are in no list of --split-lists" in err and "d.wav" in err
+    assert "note: 1 clips of" in err and "train_list.txt were skipped as bad audio" in err
+    assert (out / "train_list.txt").read_text().split() == ["a.wav"]
+    assert json.loads((out / "extract.json").read_text())["not_in_split_lists"] == ["d.wav"]
+
+
+@pytest.mark.parametrize("name", ["owl\nx.wav", "owl\rx.wav", "owl\u2028x.wav", " owl.wav", "owl.wav "])
+def test_file_names_a_split_list_cannot_hold_are_refused(tmp_path, capsys, name):
+    """Before: a file 'owl\\nx.wav' with a quoted CSV row was extracted and train_list.txt read 'owl' / 'x.wav'."""
+    audio, _ = _folder(tmp_path)
+    _clip(audio / name, seconds=1.5, seed=9)
+    csv_path = _csv(tmp_path, ["a.wav", "b.wav", "c.wav", "d.wav"])
+    assert _extract(audio, csv_path, tmp_path / "arch") == 2
+    _one_line(capsys, repr(name), "rename the file")
+
+
+def _mismatch(tmp_path, setup):
+    """(folder, listed, message) for one CSV row named 'owl.wav' / 'Café.wav' set up on disk by ``setup``."""
+    from data.audio import list_audio
+    from data.extract import match_csv_and_folder
+    from utils.errors import UserError
+
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    _clip(audio / "a.wav")
+    cid = setup(audio)
+    with pytest.raises(UserError) as info:
+        match_csv_and_folder(["a.wav", cid], list_audio(audio), audio, tmp_path / "c.csv", skip_bad=False)
+    ids, problems = match_csv_and_folder(["a.wav", cid], list_audio(audio), audio, tmp_path / "c.csv", skip_bad=True)
+    assert ids == ["a.wav"] and str(info.value).startswith(problems[0][1])
+    return " | ".join(why for _, why in problems)
+
+
+def _nfd(audio):
+    _clip(audio / unicodedata.normalize("NFD", "Caf\u00e9.wav"))
+    return unicodedata.normalize("NFC", "Caf\u00e9.wav")
+
+
+MISMATCHES = {
+    "unsupported extension": (lambda a: ((a / "owl.aiff").write_bytes(b"FORM"), "owl.aiff")[1],
+                              "owl.aiff: not a supported audio format (supported: .wav, .flac, .ogg, .mp3)"),
+    "broken symlink": (lambda a: ((a / "owl.wav").symlink_to(a / "gone.wav"), "owl.wav")[1],
+                       "owl.wav: is a broken symbolic link"),
+    "unicode normalisation": (_nfd, "differs only in Unicode normalisation"),
+    "leading space on disk": (lambda a: (_clip(a / " owl.wav"), "owl.wav")[1],
+                              "owl.wav: not found; the folder has ' owl.wav', which differs only in surrounding spaces"),
+    "letter case": (lambda a: (_clip(a / "OWL.wav"), "owl.wav")[1], "differs only in letter case"),
+    "hidden folder": (lambda a: ((a / ".trash").mkdir(), _clip(a / ".trash" / "owl.wav"), ".trash/owl.wav")[2],
+                      "is a hidden file or under a hidden folder"),
+    "a folder": (lambda a: ((a / "owl.wav").mkdir(), "owl.wav")[1], "owl.wav: is a folder, not an audio file"),
+    "really missing": (lambda a: "owl.wav", "owl.wav: named in the CSV but not found in the audio folder"),
+}
+
+
+@pytest.mark.parametrize("case", list(MISMATCHES))
+def test_csv_rows_without_a_listed_file_say_why(tmp_path, case):
+    setup, expect = MISMATCHES[case]
+    assert expect in _mismatch(tmp_path, setup)
+
+
+def test_symlinked_subfolders_are_followed_once_and_hidden_folders_skipped(tmp_path):
+    from data.audio import list_audio
+
+    real = tmp_path / "elsewhere"
+    real.mkdir()
+    _clip(real / "owl.wav")
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    _clip(audio / "a.wav")
+    (audio / "birds").symlink_to(real)
+    (audio / "loop").symlink_to(audio)  # a link back up the tree is not entered again
+    (audio / ".trash").mkdir()
+    _clip(audio / ".trash" / "cat.wav")
+    assert list_audio(audio) == ["a.wav", "birds/owl.wav"]
+
+
+@pytest.mark.parametrize("case", ["empty folder", "audio is a file", "out is a file", "out inside a file",
+                                  "text_embeddings is a file", "train_list.txt is a folder"])
+def test_folder_problems_are_one_line(tmp_path, capsys, case):
+    audio, csv_path = _folder(tmp_path)
+    out = tmp_path / "arch"
+    expect = {"empty folder": "no audio files", "audio is a file": "is a file, not an audio folder",
+              "out is a file": "is a file, not a folder", "out inside a file": "is a file, not a folder",
+              "text_embeddings is a file": "text_embeddings: is a file, but the archive needs a folder there",
+              "train_list.txt is a folder": "train_list.txt: is a folder, but the archive writes a file"}[case]
+    if case == "empty folder":
+        for f in audio.iterdir():
+            f.unlink()
+    elif case == "audio is a file":
+        audio = audio / "a.wav"
+    elif case == "out is a file":
+        out.write_text("x")
+    elif case == "out inside a file":
+        out.write_text("x")
+        out = out / "sub"
+    elif case == "text_embeddings is a file":
+        out.mkdir()
+        (out / "text_embeddings").write_text("x")
+    else:
+        (out / "train_list.txt").mkdir(parents=True)
+    assert _extract(audio, csv_path, out) == 2
+    _one_line(capsys, expect)
