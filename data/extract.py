@@ -188,8 +188,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "write a CLOTHO-format archive (expert hickles, raw-captions.pkl, MiniLM text features, split "
                     "lists) that train.py reads with a config pointing at it (configs/real-audio/). Resumable: "
                     "features are cached per file, so a killed run continues where it stopped. Bad audio "
-                    "(unreadable, empty, silent, NaN, too short, not matching the CSV) stops with one line naming "
-                    "the file (exit 2) unless --skip-bad. Runs offline.")
+                    "(unreadable, empty, silent, NaN, beyond +12 dBFS, implausible sample rate, too long, truncated, "
+                    "too short, not matching the CSV) stops with one line naming the file (exit 2) unless --skip-bad. "
+                    "Runs offline. See docs/EXTRACT.md.")
     parser.add_argument("--audio", required=True, help="folder of audio files (searched recursively)")
     parser.add_argument("--captions", required=True,
                         help="caption CSV in CLOTHO's release format: file_name,caption_1,...,caption_5; file_name is "
