@@ -144,6 +144,16 @@ def _quiet_stderr(active: bool):
         os.close(saved)
 
 
+def _libsndfile_reason(err: Exception) -> str:
+    """libsndfile's reason without the path it repeats; its "File does not exist or is not a regular file (possibly a
+    pipe?)" for an existing file whose bytes it does not recognise (e.g. random bytes named .mp3) is misleading."""
+    text = str(err).strip()
+    text = re.sub(r"^Error opening '.*?': ", "", text, flags=re.DOTALL)
+    if "does not exist or is not a regular file" in text:
+        text = "format not recognised"
+    return f"{type(err).__name__}: {text[:120]}"
+
+
 _DATA_TOO_LONG = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 
 
@@ -158,7 +168,7 @@ def decode(path: Path, silence_dbfs: float = SILENCE_DBFS, max_seconds: float = 
         with _quiet_stderr(quiet):
             info = sf.info(str(path))
     except Exception as err:  # noqa: BLE001 - libsndfile raises several types for undecodable input
-        raise BadAudio(f"{path}: cannot be decoded as audio ({type(err).__name__}: {str(err).strip()[:120]})") from None
+        raise BadAudio(f"{path}: cannot be decoded as audio ({_libsndfile_reason(err)})") from None
     rate, frames, channels = int(info.samplerate), int(info.frames), int(info.channels)
     if not MIN_RATE <= rate <= MAX_RATE:
         raise BadAudio(f"{path}: implausible sample rate {rate} Hz in the header (accepted: {MIN_RATE}-{MAX_RATE} Hz)")

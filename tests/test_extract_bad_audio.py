@@ -30,6 +30,9 @@ def _make_folder(tmp_path: Path, bad: str) -> tuple[Path, Path, str]:
     culprit = "bad.wav"
     if bad == "unreadable":
         (audio / culprit).write_bytes(b"RIFF....WAVEfmt definitely not audio")
+    elif bad == "random-mp3":  # libsndfile said "File does not exist or is not a regular file (possibly a pipe?)"
+        culprit = "bad.mp3"
+        (audio / culprit).write_bytes(np.random.default_rng(5).bytes(5000))
     elif bad == "empty":
         sf.write(audio / culprit, np.zeros(0, dtype=np.float32), RATE)
     elif bad == "silent":
@@ -76,7 +79,8 @@ def _make_folder(tmp_path: Path, bad: str) -> tuple[Path, Path, str]:
     return audio, csv_path, culprit
 
 
-CASES = {"unreadable": "cannot be decoded", "empty": "empty", "silent": "silent", "short": "shorter than one",
+CASES = {"unreadable": "cannot be decoded", "random-mp3": "cannot be decoded as audio (LibsndfileError: format not "
+                                                          "recognised)", "empty": "empty", "silent": "silent", "short": "shorter than one",
          "nan": "NaN", "not-in-csv": "has no row in", "missing-file": "not found in the audio folder",
          "loud": "samples exceed full scale: peak 4.37e+29", "loud-x10": "samples exceed full scale: peak 43.7",
          "float32-overflow": "beyond the float32 range", "rate-1hz": "implausible sample rate 1 Hz",
