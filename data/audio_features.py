@@ -3,8 +3,14 @@
 :func:`compute_features` decodes each file once (``data.audio``), runs every expert's front end, and calls each
 expert's model once per chunk of ``chunk_files`` files. Each (file, expert) result is written atomically to
 ``cache_dir/<expert fingerprint>/<key>.npz`` as soon as its chunk is done, so a killed run (SIGKILL included)
-continues where it stopped; a cached result is reused only when the fingerprint (weights + front end) and the
-file's size and modification time match. ``search.py --audio`` can call the same function on a bare folder.
+continues where it stopped; a cached result is reused only when the fingerprint (weights + front end), the file's
+stamp (size, mtime, ctime, inode) and every option that changes the result or the accept / refuse decision
+(``cache_options``: --pad-short, --silence-dbfs, --max-seconds, the version of data.audio's checks) match.
+``search.py --audio`` can call the same function on a bare folder.
+
+Every front-end output and every expert output is checked finite: a non-finite one is :class:`BadAudio` for its
+file (skipped with ``skip_bad``, like a file that cannot be decoded). The models run once ``chunk_files`` files or
+``FLUSH_SECONDS`` of audio are waiting, whichever comes first, so long clips do not pile up in memory.
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.audio import BadAudio, decode, fit_length
+from data.audio import CHECKS_VERSION, MAX_SECONDS, SILENCE_DBFS, BadAudio, decode, fit_length
 from utils.io import atomic_path, file_stamp
 
 
@@ -49,31 +55,45 @@ class Timing:
         return self.audio_seconds / wall if wall > 0 else float("inf")
 
 
-def cache_file(cache_dir: Path, fingerprint: str, rel: str) -> Path:
-    key = hashlib.sha1(rel.encode("utf-8")).hexdigest()[:20]
+FLUSH_SECONDS = 600.0  # run the models once this much decoded audio is waiting (bounds memory with long clips)
+
+
+def cache_options(pad_short: bool = False, silence_dbfs: float = SILENCE_DBFS,
+                  max_seconds: float = MAX_SECONDS) -> dict:
+    """The options a cached feature depends on: its value (--pad-short pads) or whether the file is accepted at all
+    (--silence-dbfs, --max-seconds, the rules of data.audio). A run under other options never reuses the entry."""
+    return {"checks": CHECKS_VERSION, "pad_short": bool(pad_short), "silence_dbfs": float(silence_dbfs),
+            "max_seconds": float(max_seconds)}
+
+
+def cache_file(cache_dir: Path, fingerprint: str, rel: str, options: dict | None = None) -> Path:
+    text = rel if options is None else json.dumps([rel, options], sort_keys=True)
+    key = hashlib.sha1(text.encode("utf-8")).hexdigest()[:20]
     return cache_dir / fingerprint / f"{key}.npz"
 
 
-def _read_cache(path: Path, rel: str, stamp: list[int]) -> dict | None:
+def _read_cache(path: Path, rel: str, stamp: list[int], options: dict | None = None) -> dict | None:
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as npz:
             meta = json.loads(str(npz["meta"]))
-            if meta.get("rel") != rel or meta.get("stamp") != stamp:
+            if meta.get("rel") != rel or meta.get("stamp") != stamp or meta.get("options") != options:
                 return None
             out = {"features": npz["features"], "padded": bool(meta.get("padded")), "seconds": meta["seconds"]}
             if "class_scores" in npz.files:
                 out["class_scores"] = npz["class_scores"]
+            if not np.isfinite(out["features"]).all():
+                return None
             return out
     except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed, never trusted
         return None
 
 
 def _write_cache(path: Path, rel: str, stamp: list[int], features: np.ndarray, padded: bool, seconds: float,
-                 class_scores: np.ndarray | None) -> None:
+                 class_scores: np.ndarray | None, options: dict | None = None) -> None:
     arrays = {"features": features, "meta": np.array(json.dumps({"rel": rel, "stamp": stamp, "padded": padded,
-                                                                "seconds": seconds}))}
+                                                                "seconds": seconds, "options": options}))}
     if class_scores is not None:
         arrays["class_scores"] = class_scores
     with atomic_path(path) as tmp:
@@ -81,9 +101,20 @@ def _write_cache(path: Path, rel: str, stamp: list[int], features: np.ndarray, p
             np.savez(fh, **arrays)
 
 
+def _check_finite(path: Path, what: str, value: np.ndarray, expect_2d: bool = False) -> None:
+    """BadAudio naming the file when a front end's or an expert's output is empty or not finite."""
+    value = np.asarray(value)
+    if expect_2d and (value.ndim != 2 or value.shape[0] == 0):
+        raise BadAudio(f"{path}: {what} gave an empty or malformed output {value.shape}")
+    if not np.isfinite(value).all():
+        n = int((~np.isfinite(value)).sum())
+        raise BadAudio(f"{path}: {what} gave {n} non-finite values (NaN / inf) of {value.size}")
+
+
 def compute_features(folder: Path, rels: list[str], experts: list, cache_dir: Path | None, *, pad_short: bool = False,
                      skip_bad: bool = False, chunk_files: int = 16, progress: bool = True,
-                     silence_dbfs: float = -80.0) -> tuple[list[FileFeatures], list[tuple[str, str]], Timing]:
+                     silence_dbfs: float = SILENCE_DBFS,
+                     max_seconds: float = MAX_SECONDS) -> tuple[list[FileFeatures], list[tuple[str, str]], Timing]:
     """Features of ``folder/rel`` for every rel and expert: (results in ``rels`` order without the bad files,
     [(rel, reason)] of the bad files skipped with ``skip_bad`` (else the first bad file raises BadAudio), timing)."""
     from tqdm import tqdm
@@ -92,69 +123,49 @@ def compute_features(folder: Path, rels: list[str], experts: list, cache_dir: Pa
 
     cpu0 = time.process_time()
     fingerprints = {e.name: e.fingerprint() for e in experts}
+    options = cache_options(pad_short, silence_dbfs, max_seconds)
     timing = Timing(expert={e.name: 0.0 for e in experts})
     results: dict[str, FileFeatures] = {}
     bad: list[tuple[str, str]] = []
     bar = tqdm(total=len(rels), desc="extract", unit="file", disable=not progress)
-    for start in range(0, len(rels), chunk_files):
-        chunk = rels[start:start + chunk_files]
-        todo: dict[str, list[tuple[str, np.ndarray, bool]]] = {e.name: [] for e in experts}
-        decoded_seconds: dict[str, float] = {}
-        for rel in chunk:
-            path = folder / rel
-            stamp = file_stamp(path) if path.is_file() else []
-            entry = FileFeatures(rel=rel, features={})
-            missing = []
-            for e in experts:
-                hit = _read_cache(cache_file(cache_dir, fingerprints[e.name], rel), rel, stamp) if cache_dir else None
-                if hit is None:
-                    missing.append(e)
-                    continue
-                entry.features[e.name] = hit["features"]
-                entry.seconds = hit["seconds"]
-                if hit["padded"]:
-                    entry.padded.append(e.name)
-                if "class_scores" in hit:
-                    entry.class_scores = hit["class_scores"]
-            results[rel] = entry
-            if not missing:
-                timing.cached_files += 1
-                continue
-            try:
-                t0 = time.process_time()
-                clip = decode(path, silence_dbfs)
-                timing.decode += time.process_time() - t0
-                entry.seconds = decoded_seconds[rel] = clip.seconds
-                for e in missing:
-                    t0 = time.process_time()
-                    samples, padded = fit_length(clip, clip.at(e.sample_rate), e.min_samples, e.name, pad_short)
-                    todo[e.name].append((rel, e.frontend(samples), padded))
-                    timing.expert[e.name] += time.process_time() - t0
-            except BadAudio as err:
-                if not skip_bad:
-                    bar.close()
-                    raise
-                bad.append((rel, str(err)))
-                results.pop(rel)
-                for items in todo.values():
-                    items[:] = [item for item in items if item[0] != rel]
+    todo: dict[str, list[tuple[str, np.ndarray, bool]]] = {e.name: [] for e in experts}
+    waiting = {"files": 0, "seconds": 0.0}
+
+    def reject(rel: str, err: BadAudio) -> None:
+        if not skip_bad:
+            bar.close()
+            raise err
+        bad.append((rel, str(err)))
+        results.pop(rel, None)
+        for items in todo.values():
+            items[:] = [item for item in items if item[0] != rel]
+
+    def run_models() -> None:
         for e in experts:
-            items = todo[e.name]
+            items = [item for item in todo[e.name] if item[0] in results]
+            todo[e.name] = []
             if not items:
                 continue
             t0 = time.process_time()
             if isinstance(e, YAMNet):
                 outs = e.embed_with_logits([x for _, x, _ in items])
                 feats = [emb for emb, _ in outs]
-                scores = [clip_class_scores(logits) for _, logits in outs]
+                scores = [logits for _, logits in outs]
             else:
                 feats, scores = e.embed([x for _, x, _ in items]), [None] * len(items)
             timing.expert[e.name] += time.process_time() - t0
             for (rel, _, padded), feat, score in zip(items, feats, scores):
+                if rel not in results:  # found bad by an earlier expert of this chunk
+                    continue
                 feat = np.asarray(feat, dtype=np.float32)
-                if feat.ndim != 2 or feat.shape[0] == 0 or not np.isfinite(feat).all():
-                    raise BadAudio(f"{folder / rel}: expert {e.name} gave an invalid feature {feat.shape} "
-                                   "(empty or non-finite)")
+                try:
+                    _check_finite(folder / rel, f"expert {e.name}", feat, expect_2d=True)
+                    if score is not None:
+                        _check_finite(folder / rel, f"expert {e.name} (class logits)", score, expect_2d=True)
+                        score = clip_class_scores(score)
+                except BadAudio as err:
+                    reject(rel, err)
+                    continue
                 entry = results[rel]
                 entry.features[e.name] = feat
                 if padded:
@@ -162,10 +173,52 @@ def compute_features(folder: Path, rels: list[str], experts: list, cache_dir: Pa
                 if score is not None:
                     entry.class_scores = score
                 if cache_dir:
-                    _write_cache(cache_file(cache_dir, fingerprints[e.name], rel), rel, file_stamp(folder / rel), feat,
-                                 padded, entry.seconds, score)
-        timing.audio_seconds += sum(decoded_seconds.values())
-        bar.update(len(chunk))
+                    _write_cache(cache_file(cache_dir, fingerprints[e.name], rel, options), rel,
+                                 file_stamp(folder / rel), feat, padded, entry.seconds, score, options)
+        bar.update(waiting["files"])
+        waiting["files"], waiting["seconds"] = 0, 0.0
+
+    for rel in rels:
+        path = folder / rel
+        stamp = file_stamp(path) if path.is_file() else []
+        entry = FileFeatures(rel=rel, features={})
+        missing = []
+        for e in experts:
+            hit = (_read_cache(cache_file(cache_dir, fingerprints[e.name], rel, options), rel, stamp, options)
+                   if cache_dir else None)
+            if hit is None:
+                missing.append(e)
+                continue
+            entry.features[e.name] = hit["features"]
+            entry.seconds = hit["seconds"]
+            if hit["padded"]:
+                entry.padded.append(e.name)
+            if "class_scores" in hit:
+                entry.class_scores = hit["class_scores"]
+        results[rel] = entry
+        waiting["files"] += 1
+        if not missing:
+            timing.cached_files += 1
+        else:
+            try:
+                t0 = time.process_time()
+                clip = decode(path, silence_dbfs, max_seconds)
+                timing.decode += time.process_time() - t0
+                entry.seconds = clip.seconds
+                timing.audio_seconds += clip.seconds
+                waiting["seconds"] += clip.seconds
+                for e in missing:
+                    t0 = time.process_time()
+                    samples, padded = fit_length(clip, clip.at(e.sample_rate), e.min_samples, e.name, pad_short)
+                    x = e.frontend(samples)
+                    _check_finite(path, f"the {e.name} front end", x)
+                    todo[e.name].append((rel, x, padded))
+                    timing.expert[e.name] += time.process_time() - t0
+            except BadAudio as err:
+                reject(rel, err)
+        if waiting["files"] >= chunk_files or waiting["seconds"] >= FLUSH_SECONDS:
+            run_models()
+    run_models()
     bar.close()
     timing.cpu = time.process_time() - cpu0
     return [results[r] for r in rels if r in results], bad, timing
@@ -194,14 +247,16 @@ def _run_chunk(args: tuple[Path, list[str], Path | None]):
 
 def compute_features_parallel(folder: Path, rels: list[str], specs: list[tuple[str, str | None]],
                               cache_dir: Path | None, workers: int, *, pad_short: bool = False, skip_bad: bool = False,
-                              chunk_files: int = 16, progress: bool = True, silence_dbfs: float = -80.0):
+                              chunk_files: int = 16, progress: bool = True, silence_dbfs: float = SILENCE_DBFS,
+                              max_seconds: float = MAX_SECONDS):
     """:func:`compute_features` over ``workers`` spawned processes, each loading the experts ``specs``
     ([(name, weights path)]) once and taking chunks of ``chunk_files`` files; same results and order."""
     import multiprocessing as mp
 
     from tqdm import tqdm
 
-    options = dict(pad_short=pad_short, skip_bad=skip_bad, chunk_files=chunk_files, silence_dbfs=silence_dbfs)
+    options = dict(pad_short=pad_short, skip_bad=skip_bad, chunk_files=chunk_files, silence_dbfs=silence_dbfs,
+                   max_seconds=max_seconds)
     chunks = [rels[i:i + chunk_files] for i in range(0, len(rels), chunk_files)]
     results: list[FileFeatures] = []
     bad: list[tuple[str, str]] = []

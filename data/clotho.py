@@ -16,7 +16,9 @@ Expert frames are truncated to ``max_tokens[expert]`` keeping the first frames a
 
 Nothing is accepted silently (docs/DATA.md): hickle 4 and hickle 5 files are read by data.hickle_io (an unreadable
 file, or one holding none of the listed clips, is a one-line error naming it); NaN / +-inf inside features or word
-vectors are refused naming the file and clip (data.finite); split lists must be UTF-8 (a BOM is dropped).
+vectors are refused naming the file and clip (data.finite); split lists must be UTF-8 (a BOM is dropped). An archive
+holding ``extract-in-progress.json`` (a ``python -m data.extract`` rewrite that failed or was killed part-way, so
+its files may mix two extractions) is refused.
 """
 from __future__ import annotations
 
@@ -47,6 +49,9 @@ from data.experts.registry import ARCHIVE_DIMS, ARCHIVE_PATHS  # noqa: E402 - li
 EXPERT_PATHS.update(ARCHIVE_PATHS)
 EXPERT_DIMS.update(ARCHIVE_DIMS)
 TEXT_DIMS = {"w2v": 300, "minilm": 384}
+# written by data.extract before it rewrites an archive, removed after its extract.json: while it exists the archive
+# may mix files of two extractions
+IN_PROGRESS = "extract-in-progress.json"
 RAW_CAPTIONS_PATH = "structured-symlinks/raw-captions.pkl"
 
 
@@ -115,6 +120,10 @@ def load_clotho(config: dict, splits: Sequence[str]) -> dict[str, SplitData]:
         raise UserError(f"config: experts.text_feat: unknown text feature '{text_feat}' "
                         f"(known: {', '.join(sorted(TEXT_DIMS))})")
     root = ensure_data(config)
+    if (root / IN_PROGRESS).exists():
+        raise UserError(f"{root / IN_PROGRESS}: an extraction into this archive did not finish (it failed or was "
+                        "killed part-way, so its files may mix two extractions); re-run python -m data.extract to "
+                        "complete it")
 
     # split lists: read, check duplicates and overlaps
     lists: dict[str, list[str]] = {s: read_split_list(root / f"{s}_list.txt") for s in splits}

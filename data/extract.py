@@ -8,12 +8,16 @@ Writes under ``--out`` (a ROOT_FEAT folder, e.g. ``data/real/structured-symlinks
     text_embeddings/minilm.pkl                clip id -> 5 float32 (n_tokens, 384) MiniLM token features
     train_list.txt val_list.txt test_list.txt
     extract.json                              what was made and how (written last: the archive is complete)
+    extract-in-progress.json                  exists only while the archive is being rewritten (or after a
+                                              failed / killed rewrite): data.clotho refuses such an archive
 
 Clip ids are the CSV's ``file_name`` values, paths relative to ``--audio``. See docs/EXTRACT.md.
 """
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import pickle
 import sys
 import time
@@ -22,8 +26,9 @@ from typing import Sequence
 
 import numpy as np
 
-from data.audio import SILENCE_DBFS, list_audio
+from data.audio import MAX_SECONDS, SILENCE_DBFS, list_audio, why_not_listed
 from data.audio_features import compute_features, compute_features_parallel
+from data.clotho import IN_PROGRESS
 from data.experts.registry import EXPERTS, expert_info, load_expert
 from utils.cli import ArgumentParser, float_in, positive_int, seed_int
 from utils.errors import UserError, run_cli
@@ -34,6 +39,7 @@ SPLITS = ("train", "val", "test")
 # --silence-dbfs: at 0 dBFS (full scale) or above every unclipped clip would be "silent"; nan would silently
 # switch the check off
 DBFS = float_in(high=0.0, high_open=True)
+SECONDS = float_in(low=1.0, high=24 * 3600.0)
 
 
 def parse_weights(values: list[str], experts: list[str]) -> dict[str, str]:
@@ -77,33 +83,89 @@ def assign_splits(ids: list[str], ratios: tuple[float, float, float], seed: int)
 
 
 def read_split_lists(folder: Path, ids: list[str]) -> dict[str, list[str]]:
-    """Split lists given by the user (``--split-lists DIR``): every listed id must be a clip of the CSV."""
+    """Split lists given by the user (``--split-lists DIR``): every listed id must be a clip of the CSV, and no clip
+    may be in two lists. Clips of the CSV in no list are allowed (:func:`unlisted` names them in a note)."""
     from data.clotho import read_split_list
 
     known = set(ids)
-    out = {}
+    out: dict[str, list[str]] = {}
+    seen: dict[str, Path] = {}
     for split in SPLITS:
         path = folder / f"{split}_list.txt"
         listed = read_split_list(path)
-        unknown = [cid for cid in listed if cid not in known]
-        if unknown:
-            raise UserError(f"{path}: clip '{unknown[0]}' is not in the caption CSV (or was skipped as bad audio)")
+        for cid in listed:
+            if cid not in known:
+                raise UserError(f"{path}: clip '{cid}' is not in the caption CSV")
+            if cid in seen:
+                raise UserError(f"{path}: clip '{cid}' is also in {seen[cid]} (a clip belongs to one split)")
+            seen[cid] = path
         out[split] = listed
+    return out
+
+
+def keep_extracted(splits: dict[str, list[str]], kept: list[str], folder: Path) -> dict[str, list[str]]:
+    """The user's split lists without the clips skipped (--skip-bad); a list left empty is an error."""
+    have = set(kept)
+    out = {}
+    for split, listed in splits.items():
+        out[split] = [cid for cid in listed if cid in have]
+        dropped = len(listed) - len(out[split])
+        if not out[split]:
+            raise UserError(f"{folder / f'{split}_list.txt'}: all {len(listed)} clips were skipped as bad audio "
+                            "(extract.json is not written; see the messages above)")
+        if dropped:
+            print(f"note: {dropped} clips of {folder / f'{split}_list.txt'} were skipped as bad audio and are left "
+                  f"out of {split}_list.txt", file=sys.stderr)
     return out
 
 
 def match_csv_and_folder(csv_ids: list[str], folder_files: list[str], folder: Path, csv_path: Path,
                          skip_bad: bool) -> tuple[list[str], list[tuple[str, str]]]:
     """The clip ids to extract, and the mismatches skipped with --skip-bad (else the first one is an error)."""
+    from data.text_features import unsafe_clip_id
+
+    if not folder_files:
+        raise UserError(f"{folder}: no audio files (wav/flac/ogg/mp3, searched recursively; hidden files and folders "
+                        "are skipped)")
     on_disk = set(folder_files)
     in_csv = set(csv_ids)
-    problems = [(cid, f"{folder / cid}: named in {csv_path} but not found in the audio folder")
-                for cid in csv_ids if cid not in on_disk]
+    problems = [(rel, f"{folder}: file name {rel!r} {unsafe_clip_id(rel)}; rename the file")
+                for rel in folder_files if unsafe_clip_id(rel)]
+    unsafe = {rel for rel, _ in problems}
+    problems += [(cid, f"{folder / cid}: {why_not_listed(folder, cid, folder_files)} (row of {csv_path})")
+                 for cid in csv_ids if cid not in on_disk]
     problems += [(rel, f"{folder / rel}: audio file has no row in {csv_path}") for rel in folder_files
-                 if rel not in in_csv]
+                 if rel not in in_csv and rel not in unsafe]
     if problems and not skip_bad:
         raise UserError(problems[0][1] + (f" (and {len(problems) - 1} more mismatches)" if len(problems) > 1 else ""))
     return [cid for cid in csv_ids if cid in on_disk], problems
+
+
+def archive_files(names: list[str]) -> list[str]:
+    """Every path under --out that an extraction with experts ``names`` writes (relative)."""
+    from data.experts.registry import EXPERTS
+
+    files = [EXPERTS[n].archive_path for n in names] + ([CLASSES_PATH] if "yamnet" in names else [])
+    return files + ["structured-symlinks/raw-captions.pkl", "text_embeddings/minilm.pkl",
+                    *(f"{s}_list.txt" for s in SPLITS), "extract.json", IN_PROGRESS]
+
+
+def check_out(out: Path, files: list[str]) -> None:
+    """Fail early (before minutes of extraction) when --out or a folder the archive needs is a file, or when a file
+    of the archive is a folder."""
+    for parent in [out, *out.parents]:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise UserError(f"--out {out}: {parent} is {'a broken link' if parent.is_symlink() else 'a file'}, "
+                                "not a folder")
+            break
+    for rel in files:
+        target = out / rel
+        for folder in list(reversed(target.relative_to(out).parents))[1:]:
+            if (out / folder).exists() and not (out / folder).is_dir():
+                raise UserError(f"{out / folder}: is a file, but the archive needs a folder there (--out {out})")
+        if target.is_dir():
+            raise UserError(f"{target}: is a folder, but the archive writes a file there (--out {out})")
 
 
 def write_hickle(path: Path, data: dict) -> None:
@@ -126,8 +188,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "write a CLOTHO-format archive (expert hickles, raw-captions.pkl, MiniLM text features, split "
                     "lists) that train.py reads with a config pointing at it (configs/real-audio/). Resumable: "
                     "features are cached per file, so a killed run continues where it stopped. Bad audio "
-                    "(unreadable, empty, silent, NaN, too short, not matching the CSV) stops with one line naming "
-                    "the file (exit 2) unless --skip-bad. Runs offline.")
+                    "(unreadable, empty, silent, NaN, beyond +12 dBFS, implausible sample rate, too long, truncated, "
+                    "too short, not matching the CSV) stops with one line naming the file (exit 2) unless --skip-bad. "
+                    "Runs offline. See docs/EXTRACT.md.")
     parser.add_argument("--audio", required=True, help="folder of audio files (searched recursively)")
     parser.add_argument("--captions", required=True,
                         help="caption CSV in CLOTHO's release format: file_name,caption_1,...,caption_5; file_name is "
@@ -151,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--silence-dbfs", type=DBFS, default=SILENCE_DBFS,
                         help=f"a clip whose peak is at or below this level (a finite number < 0) is silent, i.e. bad "
                              f"(default {SILENCE_DBFS:g})")
+    parser.add_argument("--max-seconds", type=SECONDS, default=MAX_SECONDS,
+                        help=f"a clip longer than this (from its header) is bad audio: memory grows with a clip's "
+                             f"length (default {MAX_SECONDS:g}; train.py keeps ~30 s per clip anyway)")
     parser.add_argument("--workers", type=positive_int, default=2,
                         help="worker processes, one model thread each (default 2; 1 = in this process)")
     parser.add_argument("--chunk-files", type=positive_int, default=16,
@@ -175,15 +241,17 @@ def run(args: argparse.Namespace) -> dict:
     ratios = parse_ratios(args.split_ratios)
     captions = read_caption_csv(csv_path)
     ids, mismatches = match_csv_and_folder(list(captions), list_audio(folder), folder, csv_path, args.skip_bad)
+    user_splits = read_split_lists(Path(args.split_lists), list(captions)) if args.split_lists else None
+    cache = Path(args.cache) if args.cache else out / ".extract-cache"
+    check_out(out, archive_files(names))
 
     import torch
 
     torch.set_num_threads(1)
     experts = [load_expert(n, weights=weights.get(n), threads=1) for n in names]  # fails early on bad weights
-    cache = Path(args.cache) if args.cache else out / ".extract-cache"
     sweep_stale_temps(cache, depth=2)  # cache entries a killed extraction was writing
     options = dict(pad_short=args.pad_short, skip_bad=args.skip_bad, chunk_files=args.chunk_files,
-                   progress=not args.no_progress, silence_dbfs=args.silence_dbfs)
+                   progress=not args.no_progress, silence_dbfs=args.silence_dbfs, max_seconds=args.max_seconds)
     t0 = time.perf_counter()
     workers = min(args.workers, max(1, len(ids) // args.chunk_files))
     if workers > 1:
@@ -193,8 +261,15 @@ def run(args: argparse.Namespace) -> dict:
         results, bad, timing = compute_features(folder, ids, experts, cache, **options)
     wall_audio = time.perf_counter() - t0
     kept = [r.rel for r in results]
-    splits = read_split_lists(Path(args.split_lists), kept) if args.split_lists else \
-        assign_splits(kept, ratios, args.split_seed)
+    if user_splits is not None:
+        splits = keep_extracted(user_splits, kept, Path(args.split_lists))
+        listed = {cid for members in splits.values() for cid in members}
+        unlisted = [cid for cid in kept if cid not in listed]
+        if unlisted:
+            print(f"note: {len(unlisted)} of {len(kept)} clips are in no list of --split-lists {args.split_lists} "
+                  f"(first: {unlisted[0]}); they are extracted but train.py will not use them", file=sys.stderr)
+    else:
+        splits, unlisted = assign_splits(kept, ratios, args.split_seed), []
 
     t1 = time.perf_counter()
     tokens = {cid: [tokenize(c) for c in captions[cid]] for cid in kept}
@@ -203,15 +278,26 @@ def run(args: argparse.Namespace) -> dict:
     minilm = {cid: embs[5 * i:5 * i + 5] for i, cid in enumerate(kept)}
     wall_text = time.perf_counter() - t1
 
-    (out / "extract.json").unlink(missing_ok=True)  # the archive is complete again only when it is rewritten
-    for e in experts:
-        write_hickle(out / e.info.archive_path, {r.rel: r.features[e.name] for r in results})
-    if "yamnet" in names:
-        write_hickle(out / CLASSES_PATH, {r.rel: r.class_scores for r in results})
-    write_pickle(out / "structured-symlinks" / "raw-captions.pkl", tokens)
-    write_pickle(out / "text_embeddings" / "minilm.pkl", minilm)
-    for split, members in splits.items():
-        write_text(out / f"{split}_list.txt", "".join(f"{cid}\n" for cid in members))
+    # The archive is rewritten file by file; the marker says so until extract.json is written. A failure or a kill
+    # in between leaves the marker, and data.clotho refuses the archive (it would mix this run's files with the last).
+    marker = out / IN_PROGRESS
+    write_json(marker, {"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "audio": str(folder),
+                        "captions": str(csv_path)})
+    try:
+        (out / "extract.json").unlink(missing_ok=True)
+        for e in experts:
+            write_hickle(out / e.info.archive_path, {r.rel: r.features[e.name] for r in results})
+        if "yamnet" in names:
+            write_hickle(out / CLASSES_PATH, {r.rel: r.class_scores for r in results})
+        write_pickle(out / "structured-symlinks" / "raw-captions.pkl", tokens)
+        write_pickle(out / "text_embeddings" / "minilm.pkl", minilm)
+        for split, members in splits.items():
+            write_text(out / f"{split}_list.txt", "".join(f"{cid}\n" for cid in members))
+    except OSError as err:
+        reason = err.strerror or os.strerror(err.errno or errno.EIO)
+        where = f"{os.fsdecode(err.filename)}: " if err.filename is not None else ""
+        raise UserError(f"{where}{reason}; the archive {out} is now incomplete, and {IN_PROGRESS} marks it so "
+                        "(train.py refuses it): fix the cause and re-run the extraction") from None
     audio_seconds = sum(r.seconds for r in results)
     report = {
         "audio": str(folder), "captions": str(csv_path), "clips": len(kept),
@@ -230,8 +316,17 @@ def run(args: argparse.Namespace) -> dict:
         "x_real_time_per_core": _ratio(timing.audio_seconds, timing.cpu),
         "padded": {r.rel: r.padded for r in results if r.padded},
         "skipped": [{"file": rel, "reason": why} for rel, why in mismatches + bad],
+        "not_in_split_lists": unlisted,
+        "options": {"pad_short": args.pad_short, "silence_dbfs": args.silence_dbfs, "max_seconds": args.max_seconds},
     }
-    write_json(out / "extract.json", report)
+    try:
+        write_json(out / "extract.json", report)
+        marker.unlink()
+    except OSError as err:
+        reason = err.strerror or os.strerror(err.errno or errno.EIO)
+        raise UserError(f"{os.fsdecode(err.filename or out)}: {reason}; the archive {out} is now incomplete, and "
+                        f"{IN_PROGRESS} marks it so (train.py refuses it): fix the cause and re-run the extraction") \
+            from None
     speed = (f"{report['x_real_time']}x real time, {report['x_real_time_per_core']}x per CPU core"
              if report["x_real_time"] else "all from cache")
     print(f"{out}: {len(kept)} clips ({audio_seconds / 60:.1f} min of audio; train/val/test "

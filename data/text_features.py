@@ -106,33 +106,84 @@ def token_embeddings(captions: list[str], batch_size: int = 128, progress: bool 
 # CSV -> archive files
 # ----------------------------------------------------------------------------------------------------------------
 def read_caption_csv(path: str | os.PathLike) -> dict[str, list[str]]:
-    """The fork's caption CSV -> {file_name: [5 caption strings]} in file order; validated."""
+    """The fork's caption CSV -> {file_name: [5 caption strings]} in file order; validated.
+
+    Every record must have exactly as many fields as the header: a caption with an unquoted comma would otherwise
+    shift the captions of its row and silently drop the last one. Quotes are parsed strictly (an unclosed quote or
+    text after a closing quote is an error naming the line). A ``file_name`` must fit on one line of a split list
+    (no line break, no surrounding spaces after stripping).
+    """
     path = Path(path)
     text = read_utf8(path, "file")  # UTF-8 only (one-line error otherwise); a spreadsheet's BOM is dropped
-    try:
-        return _parse_caption_csv(path, text)
-    except csv.Error as err:
-        raise UserError(f"{path}: not a valid CSV ({err})") from None
+    return _parse_caption_csv(path, text)
+
+
+def unsafe_clip_id(cid: str) -> str | None:
+    """Why ``cid`` cannot be a clip id of the line-based split lists (None if it can)."""
+    if cid.splitlines() != [cid]:
+        return "contains a line break (a split list holds one clip id per line)"
+    if cid != cid.strip():
+        return "starts or ends with white space (split lists strip it)"
+    return None
+
+
+def _records(path: Path, text: str):
+    """(first line, last line, fields) of each non-blank CSV record; strict quoting, one-line errors."""
+    with io.StringIO(text, newline="") as fh:
+        reader = csv.reader(fh, strict=True)
+        while True:
+            start = reader.line_num + 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:
+                if "end of data" in str(err):
+                    raise UserError(f"{path}: line {start}: a double quote opened in this record is never closed "
+                                    "(the field runs to the end of the file)") from None
+                if "expected after" in str(err):
+                    raise UserError(f"{path}: line {reader.line_num}: text after a closing double quote (a quote "
+                                    "inside a quoted field must be doubled: \"\")") from None
+                raise UserError(f"{path}: line {reader.line_num}: not a valid CSV record ({err})") from None
+            if fields:
+                yield start, reader.line_num, fields
 
 
 def _parse_caption_csv(path: Path, text: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
-    with io.StringIO(text, newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise UserError(f"{path}: missing columns {', '.join(missing)} (expected {', '.join(CSV_COLUMNS)})")
-        for line, row in enumerate(reader, start=2):
-            cid = (row["file_name"] or "").strip()
-            if not cid:
-                raise UserError(f"{path}: line {line}: empty file_name")
-            if cid in out:
-                raise UserError(f"{path}: line {line}: clip '{cid}' appears twice")
-            caps = [(row[c] or "").strip() for c in CSV_COLUMNS[1:]]
-            for k, cap in enumerate(caps):
-                if not tokenize(cap):
-                    raise UserError(f"{path}: line {line}: clip '{cid}' caption_{k + 1} has no words")
-            out[cid] = caps
+    records = _records(path, text)
+    header = next(records, None)
+    names = [h.strip() for h in header[2]] if header else []
+    missing = [c for c in CSV_COLUMNS if c not in names]
+    if missing:
+        raise UserError(f"{path}: missing columns {', '.join(missing)} (expected {', '.join(CSV_COLUMNS)})")
+    twice = [c for c in CSV_COLUMNS if names.count(c) > 1]
+    if twice:
+        raise UserError(f"{path}: line {header[0]}: column {twice[0]} appears {names.count(twice[0])} times")
+    cols = [names.index(c) for c in CSV_COLUMNS]
+    for start, end, fields in records:
+        line = f"line {start}" if end == start else f"lines {start}-{end}"
+        if len(fields) != len(names):
+            hint = (" (a caption containing a comma must be in double quotes)" if len(fields) > len(names) else "")
+            if end != start:
+                hint = " (the record spans several lines: an unbalanced double quote?)"
+            n = len(fields)
+            raise UserError(f"{path}: {line}: {n} field{'' if n == 1 else 's'}, expected {len(names)} as in the "
+                            f"header{hint}")
+        row = [fields[i] for i in cols]
+        cid = row[0].strip()
+        if not cid:
+            raise UserError(f"{path}: {line}: empty file_name")
+        why = unsafe_clip_id(cid)
+        if why:
+            raise UserError(f"{path}: {line}: file_name {cid!r} {why}")
+        if cid in out:
+            raise UserError(f"{path}: {line}: clip '{cid}' appears twice")
+        caps = [c.strip() for c in row[1:]]
+        for k, cap in enumerate(caps):
+            if not tokenize(cap):
+                raise UserError(f"{path}: {line}: clip '{cid}' caption_{k + 1} has no words")
+        out[cid] = caps
     if not out:
         raise UserError(f"{path}: no rows")
     return out

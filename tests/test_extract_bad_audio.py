@@ -30,6 +30,9 @@ def _make_folder(tmp_path: Path, bad: str) -> tuple[Path, Path, str]:
     culprit = "bad.wav"
     if bad == "unreadable":
         (audio / culprit).write_bytes(b"RIFF....WAVEfmt definitely not audio")
+    elif bad == "random-mp3":  # libsndfile said "File does not exist or is not a regular file (possibly a pipe?)"
+        culprit = "bad.mp3"
+        (audio / culprit).write_bytes(np.random.default_rng(5).bytes(5000))
     elif bad == "empty":
         sf.write(audio / culprit, np.zeros(0, dtype=np.float32), RATE)
     elif bad == "silent":
@@ -40,6 +43,26 @@ def _make_folder(tmp_path: Path, bad: str) -> tuple[Path, Path, str]:
         data = _noise(2.0, 8)
         data[1000:1010] = np.nan
         sf.write(audio / culprit, data, RATE, subtype="FLOAT")
+    elif bad == "loud":  # float samples far beyond full scale: garbage features, YAMNet "Alarm"
+        sf.write(audio / culprit, _noise(2.0, 10) * 1e30, RATE, subtype="FLOAT")
+    elif bad == "loud-x10":
+        sf.write(audio / culprit, _noise(2.0, 10) * 100, RATE, subtype="FLOAT")
+    elif bad == "float32-overflow":  # finite float64 values that are inf in float32
+        sf.write(audio / culprit, _noise(2.0, 10).astype(np.float64) * 1e300, RATE, subtype="DOUBLE")
+    elif bad == "rate-1hz":  # 2 s of samples that a 1 Hz header makes 12 hours long (OOM-killed before)
+        sf.write(audio / culprit, _noise(2.0, 12)[:44100], 1)
+    elif bad == "rate-500hz":
+        sf.write(audio / culprit, _noise(2.0, 12), 500)
+    elif bad == "too-long":
+        sf.write(audio / culprit, _noise(8.0, 13), RATE)
+    elif bad == "truncated":  # header announces 6 s, data holds 2 s
+        sf.write(audio / culprit, _noise(6.0, 14), RATE)
+        raw = (audio / culprit).read_bytes()
+        (audio / culprit).write_bytes(raw[:44 + 2 * RATE * 2])
+    elif bad == "dc-offset":  # a constant: no signal, though its peak is -6 dBFS
+        sf.write(audio / culprit, np.full(RATE * 2, 0.5, np.float32), RATE)
+    elif bad == "dc-plus-hiss":
+        sf.write(audio / culprit, (0.5 + 1e-6 * _noise(2.0, 15)).astype(np.float32), RATE, subtype="FLOAT")
     elif bad == "not-in-csv":
         sf.write(audio / culprit, _noise(2.0, 9), RATE)
     elif bad == "missing-file":
@@ -56,8 +79,15 @@ def _make_folder(tmp_path: Path, bad: str) -> tuple[Path, Path, str]:
     return audio, csv_path, culprit
 
 
-CASES = {"unreadable": "cannot be decoded", "empty": "empty", "silent": "silent", "short": "shorter than one",
-         "nan": "NaN", "not-in-csv": "has no row in", "missing-file": "not found in the audio folder"}
+CASES = {"unreadable": "cannot be decoded", "random-mp3": "cannot be decoded as audio (LibsndfileError: format not "
+                                                          "recognised)", "empty": "empty", "silent": "silent", "short": "shorter than one",
+         "nan": "NaN", "not-in-csv": "has no row in", "missing-file": "not found in the audio folder",
+         "loud": "samples exceed full scale: peak 4.37e+29", "loud-x10": "samples exceed full scale: peak 43.7",
+         "float32-overflow": "beyond the float32 range", "rate-1hz": "implausible sample rate 1 Hz",
+         "rate-500hz": "implausible sample rate 500 Hz", "too-long": "8.0 s long, over the 5 s limit",
+         "truncated": "truncated: the header announces", "dc-offset": "silent (a constant value 0.5",
+         "dc-plus-hiss": "silent (peak -"}
+EXTRA = {"too-long": ["--max-seconds", "5"]}
 
 
 def _argv(audio: Path, csv_path: Path, out: Path, *extra: str) -> list[str]:
@@ -69,12 +99,35 @@ def _argv(audio: Path, csv_path: Path, out: Path, *extra: str) -> list[str]:
 def test_bad_audio_is_one_line_exit_2(tmp_path, capsys, bad):
     audio, csv_path, culprit = _make_folder(tmp_path, bad)
     out = tmp_path / "archive"
-    assert run_cli(main, _argv(audio, csv_path, out)) == 2
+    assert run_cli(main, _argv(audio, csv_path, out, *EXTRA.get(bad, []))) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: "), err
     assert culprit in err[0] and CASES[bad] in err[0], err[0]
     assert not (out / "extract.json").exists()
     assert not (out / "aggregated_yamnet" / "yamnet-raw.hickle").exists()
+
+
+@pytest.mark.parametrize("bad", ["loud", "float32-overflow", "rate-1hz", "truncated", "dc-offset"])
+def test_new_bad_audio_classes_are_skipped_with_skip_bad(tmp_path, capsys, bad):
+    audio, csv_path, culprit = _make_folder(tmp_path, bad)
+    out = tmp_path / "archive"
+    assert run_cli(main, _argv(audio, csv_path, out, "--skip-bad")) == 0
+    report = json.loads((out / "extract.json").read_text())
+    assert [s["file"] for s in report["skipped"]] == [culprit] and CASES[bad] in report["skipped"][0]["reason"]
+    assert report["clips"] == 3
+
+
+@pytest.mark.parametrize("peak, subtype", [(1.0, "PCM_16"), (1.6, "FLOAT"), (3.9, "FLOAT"), (3.9, "DOUBLE")])
+def test_overshoot_within_12_dbfs_is_accepted(tmp_path, peak, subtype):
+    """Lossy decoders overshoot full scale (a full-scale square wave decodes to a peak of ~1.35 from Vorbis / MP3,
+    ~1.6 from Opus); float files may carry some headroom: accepted up to +12 dBFS, unchanged."""
+    from data.audio import decode
+
+    x = _noise(2.0, 3)
+    x = x / np.abs(x).max() * peak * (0.999 if subtype == "PCM_16" else 1.0)
+    sf.write(tmp_path / "x.wav", x, RATE, subtype=subtype)
+    clip = decode(tmp_path / "x.wav")
+    assert abs(float(np.abs(clip.samples).max()) - peak) < 2e-3 and clip.rate == RATE
 
 
 def test_skip_bad_writes_a_report_and_pad_short_pads(tmp_path, capsys):
