@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
 import pickle
 import sys
@@ -150,6 +151,20 @@ def archive_files(names: list[str]) -> list[str]:
                     *(f"{s}_list.txt" for s in SPLITS), "extract.json", IN_PROGRESS]
 
 
+def previous_experts(out: Path) -> set[str]:
+    """The experts an earlier extraction into ``out`` wrote (its extract.json, or the marker of a killed one).
+
+    Only files this tool wrote are ever removed: an archive it did not make (no extract.json) is left alone."""
+    found: set[str] = set()
+    for name in ("extract.json", IN_PROGRESS):
+        try:
+            listed = json.loads((out / name).read_text(encoding="utf-8")).get("experts", [])
+        except (OSError, ValueError, AttributeError):
+            continue
+        found |= {n for n in listed if n in EXPERTS}
+    return found
+
+
 def check_out(out: Path, files: list[str]) -> None:
     """Fail early (before minutes of extraction) when --out or a folder the archive needs is a file, or when a file
     of the archive is a folder."""
@@ -281,14 +296,21 @@ def run(args: argparse.Namespace) -> dict:
     # The archive is rewritten file by file; the marker says so until extract.json is written. A failure or a kill
     # in between leaves the marker, and data.clotho refuses the archive (it would mix this run's files with the last).
     marker = out / IN_PROGRESS
+    stale = sorted(set(archive_files(sorted(previous_experts(out) - set(names)))) - set(archive_files(names)))
     write_json(marker, {"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "audio": str(folder),
-                        "captions": str(csv_path)})
+                        "captions": str(csv_path), "experts": names})
     try:
         (out / "extract.json").unlink(missing_ok=True)
         for e in experts:
             write_hickle(out / e.info.archive_path, {r.rel: r.features[e.name] for r in results})
         if "yamnet" in names:
             write_hickle(out / CLASSES_PATH, {r.rel: r.class_scores for r in results})
+        removed = [rel for rel in stale if (out / rel).is_file()]
+        for rel in removed:  # an earlier extraction's expert that this one does not redo: its clips are stale
+            (out / rel).unlink()
+        if removed:
+            print(f"note: removed {', '.join(removed)} (written by an earlier extraction into {out} with other "
+                  "experts; its clips would not match this archive)", file=sys.stderr)
         write_pickle(out / "structured-symlinks" / "raw-captions.pkl", tokens)
         write_pickle(out / "text_embeddings" / "minilm.pkl", minilm)
         for split, members in splits.items():

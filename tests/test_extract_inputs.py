@@ -399,3 +399,23 @@ def test_valid_mp3_decodes_without_libmpg123_noise_on_stderr(capfd):
         assert decode(folder / name).seconds > 0.5
     err = capfd.readouterr().err
     assert "libmpg123" not in err and err == ""
+
+
+def test_re_extracting_with_fewer_experts_removes_the_earlier_experts_files_only_if_it_wrote_them(tmp_path, capsys):
+    """Before: a yamnet+soundnet archive re-extracted with yamnet kept the old soundnet hickle; a config naming soundnet
+    then read the earlier run's clips (or blamed that file for clips it lacked)."""
+    audio, csv_path = _folder(tmp_path)
+    out = tmp_path / "arch" / "structured-symlinks"
+    soundnet = out / "aggregated_soundnet" / "soundnet-raw.hickle"
+    assert _extract(audio, csv_path, out, "--experts", "yamnet,soundnet") == 0 and soundnet.is_file()
+    capsys.readouterr()
+    assert _extract(audio, csv_path, out) == 0  # yamnet only
+    assert not soundnet.exists()
+    assert "note: removed aggregated_soundnet/soundnet-raw.hickle" in capsys.readouterr().err
+    assert set(json.loads((out / "extract.json").read_text())["experts"]) == {"yamnet"}
+
+    foreign = tmp_path / "foreign" / "structured-symlinks"  # an archive this tool did not write (no extract.json)
+    (foreign / "aggregated_soundnet").mkdir(parents=True)
+    (foreign / "aggregated_soundnet" / "soundnet-raw.hickle").write_bytes(b"someone else's features")
+    assert _extract(audio, csv_path, foreign) == 0
+    assert (foreign / "aggregated_soundnet" / "soundnet-raw.hickle").read_bytes() == b"someone else's features"
