@@ -163,6 +163,8 @@ def decode(path: Path, silence_dbfs: float = SILENCE_DBFS, max_seconds: float = 
 
     if not path.is_file():
         raise BadAudio(f"{path}: audio file not found")
+    if path.stat().st_size == 0:
+        raise BadAudio(f"{path}: empty (a 0-byte file)")
     quiet = path.suffix.lower() == ".mp3"
     try:
         with _quiet_stderr(quiet):

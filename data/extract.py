@@ -216,7 +216,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--weights", action="append", default=[], metavar="[NAME=]PATH",
                         help="weights file for an expert; a bare PATH is for vggish (a state dict of the public "
                              "VGGish release in its PyTorch port's layout). Repeatable")
-    parser.add_argument("--split-ratios", default="0.6,0.2,0.2", help="train,val,test fractions (default 0.6,0.2,0.2)")
+    parser.add_argument("--split-ratios", default="0.6,0.2,0.2",
+                        help="train,val,test proportions, rescaled to sum to 1 (0.6,0.2,0.2 and 3,1,1 are the same; "
+                             "default 0.6,0.2,0.2)")
     parser.add_argument("--split-seed", type=seed_int, default=0, help="seed of the random split (default 0)")
     parser.add_argument("--split-lists", default=None, metavar="DIR",
                         help="use DIR/{train,val,test}_list.txt instead of a random split")
@@ -284,6 +286,10 @@ def run(args: argparse.Namespace) -> dict:
             print(f"note: {len(unlisted)} of {len(kept)} clips are in no list of --split-lists {args.split_lists} "
                   f"(first: {unlisted[0]}); they are extracted but train.py will not use them", file=sys.stderr)
     else:
+        skipped = mismatches + bad
+        if len(kept) < 3 and skipped:  # say which files --skip-bad left out, not only that too few are left
+            raise UserError(f"{len(kept)} clips left after --skip-bad left out {len(skipped)}: need at least 3 (one "
+                            f"per split); first left out: {skipped[0][0]} ({skipped[0][1]})")
         splits, unlisted = assign_splits(kept, ratios, args.split_seed), []
 
     t1 = time.perf_counter()

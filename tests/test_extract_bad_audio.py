@@ -35,6 +35,8 @@ def _make_folder(tmp_path: Path, bad: str) -> tuple[Path, Path, str]:
         (audio / culprit).write_bytes(np.random.default_rng(5).bytes(5000))
     elif bad == "empty":
         sf.write(audio / culprit, np.zeros(0, dtype=np.float32), RATE)
+    elif bad == "zero-bytes":  # was "cannot be decoded (LibsndfileError: Format not recognised.)"
+        (audio / culprit).write_bytes(b"")
     elif bad == "silent":
         sf.write(audio / culprit, np.zeros(RATE * 2, dtype=np.float32), RATE)
     elif bad == "short":
@@ -80,7 +82,7 @@ def _make_folder(tmp_path: Path, bad: str) -> tuple[Path, Path, str]:
 
 
 CASES = {"unreadable": "cannot be decoded", "random-mp3": "cannot be decoded as audio (LibsndfileError: format not "
-                                                          "recognised)", "empty": "empty", "silent": "silent", "short": "shorter than one",
+                                                          "recognised)", "empty": "empty", "zero-bytes": "empty (a 0-byte file)", "silent": "silent", "short": "shorter than one",
          "nan": "NaN", "not-in-csv": "has no row in", "missing-file": "not found in the audio folder",
          "loud": "samples exceed full scale: peak 4.37e+29", "loud-x10": "samples exceed full scale: peak 43.7",
          "float32-overflow": "beyond the float32 range", "rate-1hz": "implausible sample rate 1 Hz",
@@ -115,6 +117,17 @@ def test_new_bad_audio_classes_are_skipped_with_skip_bad(tmp_path, capsys, bad):
     report = json.loads((out / "extract.json").read_text())
     assert [s["file"] for s in report["skipped"]] == [culprit] and CASES[bad] in report["skipped"][0]["reason"]
     assert report["clips"] == 3
+
+
+def test_too_few_clips_after_skip_bad_names_what_was_left_out(tmp_path, capsys):
+    """Before: 'error: 2 clips: need at least 3', without a word on the files --skip-bad had dropped."""
+    audio, csv_path, culprit = _make_folder(tmp_path, "loud")
+    good = sorted(p for p in audio.iterdir() if p.name != culprit)
+    good[0].unlink()  # listed in the CSV, gone from the folder: also left out under --skip-bad
+    assert run_cli(main, _argv(audio, csv_path, tmp_path / "archive", "--skip-bad")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2 clips left after --skip-bad left out 2: need at least 3" in err[0], err
+    assert "first left out: " in err[0] and (good[0].name in err[0] or culprit in err[0])
 
 
 @pytest.mark.parametrize("peak, subtype", [(1.0, "PCM_16"), (1.6, "FLOAT"), (3.9, "FLOAT"), (3.9, "DOUBLE")])
