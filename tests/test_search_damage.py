@@ -1,0 +1,208 @@
+"""Damaged saved indexes and caches are rebuilt with a one-line note; queries are checked before any work.
+
+Every file search.py reads from an index or cache folder (manifest.json, shard .json / .emb.npy / .avail.npy, the
+zero-shot class-name embeddings) is damaged in turn (truncated, zeroed, replaced, removed): the search still answers
+exactly as with a fresh index and says on stderr which folder was rebuilt and why.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import search
+from retrieval.index import AudioIndex, Layout
+from retrieval.index_store import DamagedIndex, IndexStore
+from tests import test_search
+from utils.errors import run_cli
+
+tiny_run = test_search.tiny_run  # the module fixture (a 1-epoch tiny CE run), trained once for this module too
+
+
+# ------------------------------------------------------------------------------------------------ damages
+def _npy(value):
+    def write(path: Path):
+        np.save(path, value(np.load(path)))
+    return write
+
+
+def _bytes(fn):
+    def write(path: Path):
+        path.write_bytes(fn(path.read_bytes()))
+    return write
+
+
+def _json_edit(fn):
+    def write(path: Path):
+        obj = json.loads(path.read_text())
+        fn(obj)
+        path.write_text(json.dumps(obj))
+    return write
+
+
+def _replace_with_dir(path: Path):
+    path.unlink()
+    path.mkdir()
+
+
+BYTE_DAMAGES = {
+    "truncated": _bytes(lambda b: b[:len(b) // 2]),
+    "zero-bytes": _bytes(lambda b: bytes(len(b))),
+    "empty": _bytes(lambda b: b""),
+    "text": _bytes(lambda b: b"hello\n"),
+    "removed": lambda p: p.unlink(),
+    "a-folder": _replace_with_dir,
+}
+NPY_DAMAGES = {
+    "zero-values": _npy(np.zeros_like),
+    "nan": _npy(lambda a: np.where(np.arange(a.size).reshape(a.shape) == 0, np.nan, a).astype(a.dtype)),
+    "one-row-zeroed": _npy(lambda a: np.concatenate([np.zeros_like(a[:1]), a[1:]])),
+    "rows-dropped": _npy(lambda a: a[:-1]),
+    "float64": _npy(lambda a: a.astype(np.float64)),
+    "transposed": _npy(lambda a: np.ascontiguousarray(a.T)),
+    "scaled": _npy(lambda a: a * 2),
+    "object": lambda p: np.save(p, np.array([{"x": 1}], dtype=object), allow_pickle=True),
+}
+AVAIL_DAMAGES = {
+    "all-false": _npy(np.zeros_like),
+    "one-flipped": _npy(lambda a: np.concatenate([~a[:1], a[1:]])),
+    "as-float32": _npy(lambda a: a.astype(np.float32)),
+    "rows-dropped": _npy(lambda a: a[:-1]),
+}
+MANIFEST_DAMAGES = {
+    "list": lambda p: p.write_text("[]"),
+    "format-unknown": _json_edit(lambda m: m.update(format="audio-index/99")),
+    "no-layout": _json_edit(lambda m: m.pop("layout")),
+    "dims-negative": _json_edit(lambda m: m["layout"].update(dims=[-d for d in m["layout"]["dims"]])),
+    "dims-one-short": _json_edit(lambda m: m["layout"].update(dims=m["layout"]["dims"][:-1])),
+    "n-wrong": _json_edit(lambda m: m.update(n=m["n"] + 1)),
+    "shard-n-wrong": _json_edit(lambda m: m["shards"][0].update(n=m["shards"][0]["n"] - 1)),
+    "shard-name-escapes": _json_edit(lambda m: m["shards"][0].update(name="../../shard-00000")),
+    "shard-listed-twice": _json_edit(lambda m: m.update(shards=m["shards"] * 2, n=2 * m["n"])),
+    "no-shards": _json_edit(lambda m: m.update(shards=[], n=0)),
+    "checksum-changed": _json_edit(lambda m: m["shards"][0].update(emb_sum=m["shards"][0]["emb_sum"] + 1)),
+    "no-checksum": _json_edit(lambda m: m["shards"][0].pop("emb_sumsq")),
+    "skipped-not-pairs": _json_edit(lambda m: m["info"].update(skipped=["a.wav"])),
+}
+SHARD_JSON_DAMAGES = {
+    "ids-missing": _json_edit(lambda m: m.pop("clip_ids")),
+    "one-id-dropped": _json_edit(lambda m: m.update(clip_ids=m["clip_ids"][:-1])),
+    "ids-not-strings": _json_edit(lambda m: m.update(clip_ids=list(range(len(m["clip_ids"]))))),
+    "duplicate-id": _json_edit(lambda m: m["clip_ids"].__setitem__(1, m["clip_ids"][0])),
+    "captions-short": _json_edit(lambda m: m.update(captions=(m["captions"] or [["a"]] * 2)[:-1])),
+}
+
+
+def _cases(files_and_damages):
+    return [pytest.param(f, name, fn, id=f"{f}-{name}") for f, damages in files_and_damages for name, fn in
+            damages.items()]
+
+
+STORE_CASES = _cases([
+    ("manifest.json", {k: v for k, v in BYTE_DAMAGES.items() if k != "removed"} | MANIFEST_DAMAGES),
+    ("shard-00000.json", BYTE_DAMAGES | SHARD_JSON_DAMAGES),
+    ("shard-00000.emb.npy", BYTE_DAMAGES | NPY_DAMAGES),
+    ("shard-00000.avail.npy", BYTE_DAMAGES | AVAIL_DAMAGES),
+    ("shard-00001.emb.npy", {"truncated": BYTE_DAMAGES["truncated"], "zero-values": NPY_DAMAGES["zero-values"]}),
+    ("shard-00001.json", {"duplicate-of-shard-0": None}),
+])
+
+
+def _small_index(n=12, seed=0, start=0):
+    rng = np.random.default_rng(seed)
+    layout = Layout(("audio", "vggsound"), (4, 3))
+    emb = rng.standard_normal((n, layout.dim)).astype(np.float32)
+    avail = rng.random((n, 2)) > 0.2
+    ids = [f"clip_{start + i:03d}.wav" for i in range(n)]
+    return AudioIndex(layout, ids, emb, avail, [[f"caption {start + i}"] for i in range(n)])
+
+
+@pytest.mark.parametrize("name, damage, fn", STORE_CASES)
+def test_store_reports_every_damaged_file_and_can_be_rebuilt(tmp_path, name, damage, fn):
+    store = IndexStore(tmp_path / "split-test")
+    fp = {"model": {"checkpoint": [1, 2]}}
+    first, more = _small_index(), _small_index(n=5, seed=1, start=100)
+    store.create(first, fp, info={"skipped": [["bad.wav", "bad.wav: silent"]]})
+    store.append(more.clip_ids, more.emb, more.avail, more.captions, fp)
+    assert store.open(fp)[0] == "current"
+    path = store.folder / name
+    if fn is None:  # the appended shard names a clip of the first one
+        shard = json.loads(path.read_text())
+        shard["clip_ids"][0] = first.clip_ids[0]
+        path.write_text(json.dumps(shard))
+    else:
+        fn(path)
+    status, index = store.open(fp)
+    assert index is None and status.startswith("damaged: ") and "\n" not in status
+    assert str(store.folder) in status
+    with pytest.raises(DamagedIndex, match=f"delete {store.folder} to rebuild it") as err:
+        store.load()
+    assert err.value.folder == store.folder
+    store.create(first, fp)  # what search does next: the damaged folder is replaced whole
+    status, index = store.open(fp)
+    assert status == "current" and index.clip_ids == first.clip_ids
+    np.testing.assert_array_equal(index.emb, first.emb)
+
+
+def test_an_index_of_the_previous_format_is_stale_not_damaged(tmp_path):
+    store = IndexStore(tmp_path / "split-test")
+    store.create(_small_index(), {"a": 1})
+    man = json.loads(store.manifest_path.read_text())
+    man["format"] = "audio-index/1"
+    store.manifest_path.write_text(json.dumps(man))
+    assert store.open({"a": 1}) == ("stale: index format changed", None)
+
+
+# ------------------------------------------------------------------------------------------------ search --run
+RUN_CASES = _cases([
+    ("manifest.json", {k: BYTE_DAMAGES[k] for k in ("truncated", "zero-bytes", "text")}
+     | {k: MANIFEST_DAMAGES[k] for k in ("shard-n-wrong", "checksum-changed")}),
+    ("shard-00000.json", {k: SHARD_JSON_DAMAGES[k] for k in ("one-id-dropped", "duplicate-id")}),
+    ("shard-00000.emb.npy", {k: BYTE_DAMAGES[k] for k in ("truncated", "zero-bytes", "removed")}
+     | {k: NPY_DAMAGES[k] for k in ("zero-values", "one-row-zeroed", "scaled", "float64")}),
+    ("shard-00000.avail.npy", {k: AVAIL_DAMAGES[k] for k in ("all-false", "one-flipped")}),
+])
+
+
+@pytest.fixture(scope="module")
+def run_reference(tiny_run):
+    argv = ["--run", str(tiny_run), "--json", "--k", "32", "a dog barks"]
+    assert run_cli(search.main, argv + ["--rebuild-index"]) == 0
+    return argv
+
+
+def _run(capsys, argv):
+    capsys.readouterr()
+    rc = run_cli(search.main, argv)
+    out, err = capsys.readouterr()
+    return rc, (json.loads(out) if rc == 0 else None), err
+
+
+@pytest.mark.parametrize("name, damage, fn", RUN_CASES)
+def test_search_run_rebuilds_a_damaged_split_index(tiny_run, run_reference, capsys, name, damage, fn):
+    folder = tiny_run / "index" / "split-test"
+    rc, ref, _ = _run(capsys, run_reference)
+    assert rc == 0 and _run(capsys, run_reference)[1]["index"]["status"] == "loaded"
+    fn(folder / name)
+    rc, got, err = _run(capsys, run_reference)
+    assert rc == 0, err
+    assert got["index"]["status"] == "built" and got["results"] == ref["results"]
+    note = [ln for ln in err.splitlines() if "damaged" in ln]
+    blamed = "shard-00000.emb.npy" if damage == "checksum-changed" else name  # the array no longer matches it
+    assert len(note) == 1 and note[0].startswith(f"{folder}: index is damaged (") and blamed in note[0]
+    assert note[0].endswith("); rebuilding")
+    rc, again, err = _run(capsys, run_reference)
+    assert again["index"]["status"] == "loaded" and "damaged" not in err
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "a-folder", "format-unknown"])
+def test_rebuild_index_works_whatever_the_manifest_holds(tiny_run, run_reference, capsys, damage):
+    manifest = tiny_run / "index" / "split-test" / "manifest.json"
+    {"garbage": lambda p: p.write_bytes(b"\x00\xff garbage"), "truncated": BYTE_DAMAGES["truncated"],
+     "a-folder": _replace_with_dir, "format-unknown": MANIFEST_DAMAGES["format-unknown"]}[damage](manifest)
+    rc, got, err = _run(capsys, run_reference + ["--rebuild-index"])
+    assert rc == 0, err
+    assert got["index"]["status"] == "built" and "damaged" not in err and manifest.is_file()
+    assert _run(capsys, run_reference)[1]["index"]["status"] == "loaded"
