@@ -79,9 +79,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     if not args.queries:
         raise UserError("QUERY: give at least one text to search for")
-    for i, q in enumerate(args.queries, start=1):
-        if not q.strip():
-            raise UserError(f"query {i}: empty text")
     if args.threads:
         import torch
 
@@ -122,11 +119,12 @@ def _newest_run(config_path: str) -> Path:
 def search_run(run_dir: Path, queries: Sequence[str], *, split: str = "test", word2vec: str | None = None,
                rebuild: bool = False, log=None, **opts) -> dict:
     """Search the split's clips of a run; returns the JSON-able result (see docs/SEARCH.md)."""
-    from model.query import QueryEncoder, encode_text, load_run_model
+    from model.query import QueryEncoder, check_queries, encode_text, load_run_model
     from model.run_index import open_run_index
 
     log = log or _stderr
     t0 = time.perf_counter()
+    check_queries(queries)  # before any model or index
     rm = load_run_model(run_dir)
     encoder = QueryEncoder(rm.config, word2vec)  # fails early (e.g. w2v run without --word2vec)
     index, index_info = open_run_index(rm, split, rebuild=rebuild, log=log)
@@ -134,7 +132,7 @@ def search_run(run_dir: Path, queries: Sequence[str], *, split: str = "test", wo
     enc = encoder.encode(queries)
     text_emb, weights = encode_text(rm.model, enc.text, enc.lens)
     return answer(index, text_emb, weights, queries, qpp_run=rm.run_dir, dropped=enc.dropped, t0=t0,
-                  t_index=t_index, head={"run": str(rm.run_dir), "split": split, "audio": None},
+                  t_index=t_index, notes=enc.notes, head={"run": str(rm.run_dir), "split": split, "audio": None},
                   text_features=encoder.source, index_info=index_info, **opts)
 
 
@@ -142,18 +140,20 @@ def search_audio(folder: str, queries: Sequence[str], *, run_dir: Path | None = 
                  vggish_weights: str | None = None, index_root: str | None = None, rebuild: bool = False, log=None,
                  **opts) -> dict:
     """Search a folder of audio: zero-shot, or with a run whose experts are extracted from the audio."""
-    from model.audio_search import FolderSearch
-    from model.query import load_run_model
+    from model.audio_search import FolderSearch, check_audio_folder
+    from model.query import check_queries, load_run_model
 
     log = log or _stderr
     t0 = time.perf_counter()
+    check_queries(queries)  # before any model or index
+    check_audio_folder(folder)
     rm = load_run_model(run_dir) if run_dir is not None else None
     if rm is None and opts.get("fusion") == "qpp" and len(queries) > 1:
         raise UserError("--fusion qpp: needs --run RUN with a complete QPP stage (zero-shot search has none)")
     fs = FolderSearch(folder, rm, index_root=index_root, vggish_weights=vggish_weights, log=log, rebuild=rebuild)
     t_index = time.perf_counter()
-    text_emb, weights, source, dropped = fs.query_side(queries, word2vec)
-    notes = [f"{len(fs.skipped)} files skipped as bad audio (first: {fs.skipped[0][1]})"] if fs.skipped else []
+    text_emb, weights, source, dropped, qnotes = fs.query_side(queries, word2vec)
+    notes = ([fs.skipped_note()] if fs.skipped else []) + qnotes
     return answer(fs.index, text_emb, weights, queries, qpp_run=rm.run_dir if rm else None, dropped=dropped,
                   t0=t0, t_index=t_index, notes=notes, text_features=source, index_info=fs.info,
                   head={"run": str(rm.run_dir) if rm else None, "split": None, "audio": str(folder)}, **opts)
@@ -165,6 +165,9 @@ def answer(index, text_emb, weights, queries, *, k: int = 10, fusion: str = "com
            index_info=None) -> dict:
     """Score the phrasings on the index (numpy or FAISS + exact re-scoring), fuse them, take the top k."""
     t_text = time.perf_counter()
+    if not (np.isfinite(weights).all() and all(np.isfinite(e).all() for e in text_emb)):
+        # NaN query vectors would score every clip NaN, reported as "clips have no expert": never let that pass
+        raise RuntimeError("non-finite query embeddings (the text side gave NaN / inf)")
     use_faiss = backend in ("flat", "ivf", "hnsw") or (backend == "auto" and len(index) >= faiss_threshold)
     if use_faiss:
         from retrieval.faiss_index import FaissSearcher

@@ -47,6 +47,54 @@ def zero_shot_query_vectors(query_embeddings: np.ndarray, class_embeddings: np.n
     return (u / u.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def class_name_embeddings_cached(root: Path, log: Callable[[str], None] = print) -> np.ndarray:
+    """MiniLM embeddings of the 521 AudioSet class names, cached in ``root`` (keyed by the names).
+
+    The cache file is validated like an index file (shape, dtype, finite; every row L2-normalised, so an all-zero
+    or replaced matrix is caught); a damaged one is recomputed with a note."""
+    from data.experts.yamnet import class_name_embeddings, class_names
+    from data.text_features import MINILM_DIM
+    from retrieval.index_store import DamagedIndex, load_checked_npy
+    from utils.io import save_npy
+
+    names = class_names()
+    key = hashlib.sha1("\n".join(names).encode("utf-8")).hexdigest()[:12]
+    path = Path(root) / f"class-names-minilm-{key}.npy"
+    if path.exists() or path.is_symlink():
+        try:
+            return _unit_rows(load_checked_npy(path, (len(names), MINILM_DIM), np.float32), path)
+        except DamagedIndex as err:
+            log(f"{err.reason}: damaged cache, recomputing")
+    emb = _unit_rows(np.asarray(class_name_embeddings(), np.float32), "MiniLM class-name embeddings", fresh=True)
+    save_npy(path, emb)
+    return emb
+
+
+def _unit_rows(emb: np.ndarray, where, fresh: bool = False) -> np.ndarray:
+    """``emb`` when every row has norm 1 (1e-3); a cached file otherwise is damaged, a fresh result a bug."""
+    from retrieval.index_store import DamagedIndex
+
+    norms = np.linalg.norm(emb.astype(np.float64), axis=1)
+    bad = np.flatnonzero(~(np.abs(norms - 1) <= 1e-3))
+    if bad.size:
+        what = f"{bad.size} of {len(emb)} rows are not unit vectors (row {bad[0]}: norm {norms[bad[0]]:.4g})"
+        if fresh:
+            raise RuntimeError(f"{where}: {what}")
+        raise DamagedIndex(Path(where).parent, f"{where}: {what}")
+    return emb
+
+
+def check_audio_folder(folder: str | Path) -> Path:
+    """``folder`` as a Path when it is a folder; one line naming it otherwise (a file, or nothing there)."""
+    folder = Path(folder)
+    if folder.is_file():
+        raise UserError(f"{folder}: is a file, not a folder: --audio needs a folder of audio files (put the file in "
+                        "a folder of its own to search it)")
+    if not folder.is_dir():
+        raise UserError(f"{folder}: audio folder not found")
+    return folder
+
+
 class FolderSearch:
     """An audio folder's index (built, appended or loaded) and the query side that matches it."""
 
@@ -54,7 +102,7 @@ class FolderSearch:
                  vggish_weights: str | None = None, log: Callable[[str], None] = print, rebuild: bool = False):
         from data.audio import list_audio
 
-        self.folder = Path(folder)
+        self.folder = check_audio_folder(folder)
         self.run = run
         self.log = log
         self.rels = list_audio(self.folder)
@@ -99,38 +147,54 @@ class FolderSearch:
 
     # -------------------------------------------------------------------------------------------- index
     def _open(self, rebuild: bool):
+        """Load the saved index when current; append the new files when files were only added; otherwise (missing,
+        stale, damaged, ``rebuild``: the old folder is then not read at all) build it from the cached features."""
         import time
 
-        fp = self.fingerprint(self.rels)
-        status = self.store.status(fp)
-        if status == "current" and not rebuild:
-            return self.store.load(), {"folder": str(self.store.folder), "status": "loaded"}
         t0 = time.perf_counter()
-        old = self.store.manifest() if status.startswith("stale") and not rebuild else None
-        if old is not None and self._only_added(old["fingerprint"], fp):
-            new = [r for r in self.rels if r not in old["fingerprint"]["files"]]
-            ids, emb, avail = self._embed(new)
-            if ids:
-                self.store.append(ids, emb, avail, None, fp)
-            else:
+        fp = self.fingerprint(self.rels)
+        if not rebuild:
+            status, index = self.store.open(fp, load_stale=True)
+            if status == "current":
+                self.skipped = [tuple(s) for s in self.store.manifest().get("info", {}).get("skipped", [])]
+                return index, {"folder": str(self.store.folder), "status": "loaded"}
+            if index is not None:
                 man = self.store.manifest()
-                man["fingerprint"] = fp
-                from utils.io import write_json
-                write_json(self.store.manifest_path, man)
-            self.log(f"{self.store.folder}: {len(new)} new audio files appended")
-            return self.store.load(), {"folder": str(self.store.folder), "status": f"appended {len(ids)}",
-                                       "seconds": round(time.perf_counter() - t0, 3)}
-        if status.startswith("stale"):
-            self.log(f"{self.store.folder}: index is stale ({status[7:]}); rebuilding")
+                if self._only_added(man["fingerprint"], fp):
+                    return self._append(man, fp, t0)
+            del index
+            if self.store.rebuild_note(status):
+                self.log(self.store.rebuild_note(status))
         ids, emb, avail = self._embed(self.rels)
         if not ids:
             raise UserError(f"{self.folder}: no usable audio (all {len(self.rels)} files skipped: "
                             f"{self.skipped[0][1]})")
         index = AudioIndex(self._layout(), ids, emb, avail, None)
-        self.store.create(index, fp, info={"folder": str(self.folder), "skipped": self.skipped})
+        self.store.create(index, fp, info=self._info())
         self.log(f"{self.store.folder}: index of {len(ids)} clips built in {time.perf_counter() - t0:.1f}s")
         return index, {"folder": str(self.store.folder), "status": "built",
                        "seconds": round(time.perf_counter() - t0, 3)}
+
+    def _append(self, man: dict, fp: dict, t0: float):
+        import time
+
+        self.skipped = [tuple(s) for s in man.get("info", {}).get("skipped", [])]
+        new = [r for r in self.rels if r not in man["fingerprint"]["files"]]
+        ids, emb, avail = self._embed(new)
+        self.store.append(ids, emb, avail, None, fp, info=self._info())
+        self.log(f"{self.store.folder}: {len(new)} new audio files appended")
+        return self.store.load(), {"folder": str(self.store.folder), "status": f"appended {len(ids)}",
+                                   "seconds": round(time.perf_counter() - t0, 3)}
+
+    def _info(self) -> dict:
+        return {"folder": str(self.folder), "skipped": [list(s) for s in self.skipped]}
+
+    def skipped_note(self) -> str | None:
+        """``N files skipped as bad audio (...)``: the same note whether the index was just built or loaded."""
+        if not self.skipped:
+            return None
+        return (f"{len(self.skipped)} files skipped as bad audio (first: {self.skipped[0][1]}; all are listed under "
+                f"info.skipped in {self.store.manifest_path})")
 
     @staticmethod
     def _only_added(old: dict, new: dict) -> bool:
@@ -176,31 +240,27 @@ class FolderSearch:
         return ids, emb, avail
 
     def _class_embeddings(self) -> np.ndarray:
-        """MiniLM embeddings of the 521 AudioSet class names, cached on disk (keyed by the names)."""
-        from data.experts.yamnet import class_name_embeddings, class_names
-        from utils.io import save_npy
-
-        key = hashlib.sha1("\n".join(class_names()).encode("utf-8")).hexdigest()[:12]
-        path = self.root / f"class-names-minilm-{key}.npy"
-        if path.is_file():
-            emb = np.load(path)
-            if emb.ndim == 2 and len(emb) == len(class_names()):
-                return emb
-        emb = class_name_embeddings()
-        save_npy(path, emb)
-        return emb
+        return class_name_embeddings_cached(self.root, self.log)
 
     # -------------------------------------------------------------------------------------------- queries
     def query_side(self, queries, word2vec=None):
-        """(per-expert text embeddings, (P, M) weights, text source, dropped words) for the index's layout."""
+        """(per-expert text embeddings, (P, M) weights, text source, dropped words, notes) for the index's layout."""
+        from model.query import check_queries
+
+        check_queries(queries)
         if self.run is None:
             from data.text_features import sentence_embeddings
+            from model.query import minilm_limit, minilm_truncation_note
 
             u = zero_shot_query_vectors(sentence_embeddings(list(queries), progress=False), self._class_embeddings())
-            return [u], np.ones((len(queries), 1), np.float32), "minilm sentence -> AudioSet classes", []
+            cap = minilm_limit()
+            notes = [minilm_truncation_note(i, q, cap, "MiniLM (the zero-shot text encoder)")
+                     for i, q in enumerate(queries, start=1)]
+            return ([u], np.ones((len(queries), 1), np.float32), "minilm sentence -> AudioSet classes", [],
+                    [n for n in notes if n])
         from model.query import QueryEncoder, encode_text
 
         enc = QueryEncoder(self.run.config, word2vec)
         q = enc.encode(queries)
         emb, w = encode_text(self.run.model, q.text, q.lens)
-        return emb, w, enc.source, q.dropped
+        return emb, w, enc.source, q.dropped, q.notes

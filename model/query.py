@@ -105,11 +105,57 @@ def encode_text(model, text: np.ndarray, text_lens: np.ndarray) -> tuple[list[np
 # ----------------------------------------------------------------------------------------------------------------
 # text -> token features
 # ----------------------------------------------------------------------------------------------------------------
+def no_words_message(i: int, query) -> str:
+    return f"query {i} ({query!r}): no words (give a description, e.g. \"a dog barks\")"
+
+
+def check_queries(queries: Sequence[str]) -> None:
+    """Every query has at least one word (``data.text_features.tokenize``: letters / digits); otherwise one line
+    naming the first that has none. Both search modes call this before any model is loaded or index built."""
+    from data.text_features import tokenize
+
+    if not queries:
+        raise UserError("QUERY: give at least one text to search for")
+    for i, q in enumerate(queries, start=1):
+        if not isinstance(q, str) or not q.strip():
+            raise UserError(f"query {i}: empty text")
+        if not tokenize(q):
+            raise UserError(no_words_message(i, q))
+
+
+def minilm_limit() -> int:
+    """Word pieces MiniLM reads of one text (its max_seq_length less [CLS] and [SEP]); the rest is cut."""
+    from data.text_features import load_minilm
+
+    return int(load_minilm().max_seq_length) - 2
+
+
+def minilm_truncation_note(i: int, text: str, cap: int, reader: str) -> str | None:
+    """The note for query ``i`` when ``text`` has more than ``cap`` MiniLM word pieces (None: it fits)."""
+    from data.text_features import load_minilm
+
+    tok = load_minilm().tokenizer
+    counts = [len(tok.tokenize(w)) for w in text.split()]  # per word: no "longer than the model" warning
+    total = sum(counts)
+    if total <= cap:
+        return None
+    words = int(np.searchsorted(np.cumsum(counts), cap, side="right"))
+    return (f"query {i} truncated: {reader} reads at most {cap} word pieces; kept the first {cap} of its {total} "
+            f"(its first {words} of {len(counts)} words)")
+
+
+def words_truncation_note(i: int, n: int, cap: int, reader: str, what: str = "words") -> str | None:
+    if n <= cap:
+        return None
+    return f"query {i} truncated: {reader} reads at most {cap} words; kept the first {cap} of its {n} {what}"
+
+
 @dataclasses.dataclass
 class EncodedQueries:
     text: np.ndarray        # float32 (P, L, Dt), zero padded
     lens: np.ndarray        # int64 (P,)
     dropped: list[list[str]]  # per query, the words that have no vector (w2v only)
+    notes: list[str] = dataclasses.field(default_factory=list)  # queries cut to the text limit
 
 
 class QueryEncoder:
@@ -143,28 +189,36 @@ class QueryEncoder:
         return tokenize(query)
 
     def encode(self, queries: Sequence[str]) -> EncodedQueries:
+        check_queries(queries)
         toks = []
         for i, q in enumerate(queries, start=1):
-            t = self.tokens(q) if isinstance(q, str) else []
+            t = self.tokens(q)
             if not t:
-                raise UserError(f"query {i} ({q!r}): no words (give a description, e.g. \"a dog barks\")")
+                raise UserError(no_words_message(i, q))
             toks.append(t)
+        limit = f"the run (data_loader.args.max_tokens.text = {self.max_tokens})"
         if self.text_feat == "minilm":
             from data.text_features import token_embeddings
-            vecs = token_embeddings([" ".join(t) for t in toks], progress=False)
+            texts = [" ".join(t) for t in toks]
+            vecs = token_embeddings(texts, progress=False)
             dropped = [[] for _ in toks]
+            cap, reader = min(self.max_tokens, minilm_limit()), limit if self.max_tokens <= minilm_limit() else "MiniLM"
+            notes = [minilm_truncation_note(i, t, cap, reader) for i, t in enumerate(texts, start=1)]
         elif self._synthetic is not None:
             vecs = [self._synthetic.embed(t) for t in toks]
             dropped = [[] for _ in toks]
+            notes = [words_truncation_note(i, len(v), self.max_tokens, limit) for i, v in enumerate(vecs, start=1)]
         else:
             vecs, dropped = self._googlenews(toks, queries)
+            notes = [words_truncation_note(i, len(v), self.max_tokens, limit, "words with a vector")
+                     for i, v in enumerate(vecs, start=1)]
         text = np.zeros((len(toks), self.max_tokens, self.dim), dtype=np.float32)
         lens = np.zeros(len(toks), dtype=np.int64)
         for i, v in enumerate(vecs):
             n = min(len(v), self.max_tokens)  # keep the first tokens, as the loader does
             text[i, :n] = v[:n]
             lens[i] = n
-        return EncodedQueries(text, lens, dropped)
+        return EncodedQueries(text, lens, dropped, [n for n in notes if n])
 
     def _googlenews(self, toks, queries):
         from data.word2vec import read_word2vec_binary

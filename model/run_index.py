@@ -32,18 +32,21 @@ def run_split_fingerprint(rm, split: str) -> dict:
 
 
 def open_run_index(rm, split: str, *, rebuild: bool = False, log=print):
-    """Load the run's saved index of ``split``; build (or rebuild, when stale) it first. -> (AudioIndex, info)."""
+    """Load the run's saved index of ``split``; build (or rebuild, when stale or damaged) it first.
+
+    -> (AudioIndex, info). ``rebuild`` rebuilds without reading the old folder at all (it may be unreadable)."""
     from retrieval.index_store import IndexStore
 
     store = IndexStore(rm.run_dir / "index" / f"split-{split}")
     fp = run_split_fingerprint(rm, split)
-    status = store.status(fp)
-    if status == "current" and not rebuild:
+    if not rebuild:
         t0 = time.perf_counter()
-        index = store.load()
-        return index, {"folder": str(store.folder), "status": "loaded", "seconds": round(time.perf_counter() - t0, 4)}
-    if status.startswith("stale"):
-        log(f"{store.folder}: index is stale ({status[7:]}); rebuilding")
+        status, index = store.open(fp)
+        if index is not None:
+            return index, {"folder": str(store.folder), "status": "loaded",
+                           "seconds": round(time.perf_counter() - t0, 4)}
+        if store.rebuild_note(status):
+            log(store.rebuild_note(status))
     index, seconds = build_run_index(rm, split)
     store.create(index, fp, info={"run": str(rm.run_dir), "split": split, "build_s": round(seconds, 3)})
     log(f"{store.folder}: index of {len(index)} clips built in {seconds:.1f}s")
