@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--audio: where feature caches and zero-shot indexes live (default data/saved/audio-index; "
                         "a run's audio index goes to RUN/index/audio-<folder>)")
     p.add_argument("--threads", type=thread_count_or_0, default=0,
-                   help="torch CPU threads (default: torch's own; 1 is faster for single queries on a busy machine)")
+                   help="torch CPU threads (default 0: torch's own choice; 1 is faster for single queries on a busy "
+                        "machine)")
     return p
 
 
@@ -126,6 +127,7 @@ def search_run(run_dir: Path, queries: Sequence[str], *, split: str = "test", wo
     t0 = time.perf_counter()
     check_queries(queries)  # before any model or index
     rm = load_run_model(run_dir)
+    _check_fusion_source(opts.get("fusion"), rm.run_dir, queries)
     encoder = QueryEncoder(rm.config, word2vec)  # fails early (e.g. w2v run without --word2vec)
     index, index_info = open_run_index(rm, split, rebuild=rebuild, log=log)
     t_index = time.perf_counter()
@@ -150,6 +152,8 @@ def search_audio(folder: str, queries: Sequence[str], *, run_dir: Path | None = 
     rm = load_run_model(run_dir) if run_dir is not None else None
     if rm is None and opts.get("fusion") == "qpp" and len(queries) > 1:
         raise UserError("--fusion qpp: needs --run RUN with a complete QPP stage (zero-shot search has none)")
+    if rm is not None:
+        _check_fusion_source(opts.get("fusion"), rm.run_dir, queries)
     fs = FolderSearch(folder, rm, index_root=index_root, vggish_weights=vggish_weights, log=log, rebuild=rebuild)
     t_index = time.perf_counter()
     text_emb, weights, source, dropped, qnotes = fs.query_side(queries, word2vec)
@@ -157,6 +161,14 @@ def search_audio(folder: str, queries: Sequence[str], *, run_dir: Path | None = 
     return answer(fs.index, text_emb, weights, queries, qpp_run=rm.run_dir if rm else None, dropped=dropped,
                   t0=t0, t_index=t_index, notes=notes, text_features=source, index_info=fs.info,
                   head={"run": str(rm.run_dir) if rm else None, "split": None, "audio": str(folder)}, **opts)
+
+
+def _check_fusion_source(fusion: str | None, run_dir: Path, queries: Sequence[str]) -> None:
+    """--fusion qpp needs the run's QPP stage: checked before an index is built (minutes on a large collection)."""
+    if fusion == "qpp" and len(queries) > 1:
+        from qpp.phrasings import require_qpp_stage
+
+        require_qpp_stage(run_dir)
 
 
 def answer(index, text_emb, weights, queries, *, k: int = 10, fusion: str = "combsum", backend: str = "auto",

@@ -26,14 +26,21 @@ from utils.errors import UserError
 from utils.io import read_json
 
 
+def require_qpp_stage(run_dir: str | Path) -> Path:
+    """The run's QPP stage folder; ``UserError`` naming it when qpp.py has not completed there (checked before
+    search.py builds an index, not after)."""
+    qdir = Path(run_dir) / "qpp"
+    if not (qdir / "weights.json").is_file() or not (qdir / "results.json").is_file():
+        raise UserError(f"{qdir}: no complete QPP stage (weights.json + results.json): run "
+                        f"python qpp.py --run {run_dir} first, or use --fusion combsum / rrf")
+    return qdir
+
+
 def phrasing_weights(run_dir: str | Path, sims: np.ndarray, phrasings: Sequence[str],
                      seed: int = 0) -> tuple[np.ndarray, str]:
     """``(P,)`` float32 weights (sum 1, higher = predicted better) for the ``(P, N)`` phrasing scores, and a note."""
     run_dir = Path(run_dir)
-    qdir = run_dir / "qpp"
-    if not (qdir / "weights.json").is_file() or not (qdir / "results.json").is_file():
-        raise UserError(f"{qdir}: no complete QPP stage (weights.json + results.json): run "
-                        f"python qpp.py --run {run_dir} first, or use --fusion combsum / rrf")
+    qdir = require_qpp_stage(run_dir)
     chosen = read_json(qdir / "weights.json")
     protocol = read_json(qdir / "results.json").get("protocol", {})
     fields = {key: chosen.get(key) for key in ("model", "features", "mapping", "temperature", "target")}

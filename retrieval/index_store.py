@@ -121,8 +121,9 @@ class IndexStore:
         old = man["fingerprint"]
         if old == _jsonable(fingerprint):
             return "current"
-        key = first_difference(old, _jsonable(fingerprint))[0]
-        return f"stale: {key or 'fingerprint'} changed"
+        key, was, now = first_difference(old, _jsonable(fingerprint))
+        what = "removed" if now is None and was is not None else "added" if was is None else "changed"
+        return f"stale: {key or 'fingerprint'} {what}"
 
     def open(self, fingerprint: dict, *, load_stale: bool = False) -> tuple[str, AudioIndex | None]:
         """(status, the validated index or None): the index when ``"current"`` (also when stale, with

@@ -128,6 +128,7 @@ def test_qpp_fusion_needs_the_stage_and_uses_its_predictor(tiny_run, tmp_path, c
     argv = ["--run", str(run), "--fusion", "qpp", "a dog barks", "birds chirp"]
     assert run_cli(search.main, argv) == 2
     assert "no complete QPP stage" in capsys.readouterr().err
+    assert not (run / "index").exists()  # refused before the index was built, not after
     from qpp.run import run_qpp
 
     run_qpp(run, features=("score", "variation"), models=("linear",), n_resamples=20, plots=False,

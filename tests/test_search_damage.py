@@ -424,3 +424,15 @@ def test_zero_shot_long_query_is_noted(zero_shot, capsys):
     assert [n for n in got["notes"] if "truncated" in n] == [
         "query 2 truncated: MiniLM (the zero-shot text encoder) reads at most 254 word pieces; kept the first 254 "
         "of its 300 (its first 254 of 300 words)"]
+
+
+@pytest.mark.parametrize("now, said", [
+    ({"files": {"a.wav": [1, 2]}}, "stale: files.b.wav removed"),
+    ({"files": {"a.wav": [1, 2], "b.wav": [3, 4], "c.wav": [5, 6]}}, "stale: files.c.wav added"),
+    ({"files": {"a.wav": [1, 2], "b.wav": [3, 5]}}, "stale: files.b.wav changed"),
+])
+def test_stale_status_says_whether_a_file_was_removed_added_or_changed(tmp_path, now, said):
+    """A file deleted from an --audio folder was reported as 'files.<name> changed'."""
+    store = IndexStore(tmp_path / "split-test")
+    store.create(_small_index(), {"files": {"a.wav": [1, 2], "b.wav": [3, 4]}})
+    assert store.status(now) == said
