@@ -95,8 +95,22 @@ def list_audio(folder: Path) -> list[str]:
     return sorted(out)
 
 
-def why_not_listed(folder: Path, rel: str, listed: list[str]) -> str:
-    """Why ``rel`` (a clip id of the CSV) is not among ``listed`` (what :func:`list_audio` found): a message tail."""
+def near_names(listed: list[str]) -> dict[str, dict[str, str]]:
+    """The listed names under each near-miss key (Unicode NFC, stripped spaces, lower case), built once per folder
+    so that explaining every missing CSV row costs a lookup, not a pass over the folder."""
+    keys = {"nfc": lambda n: unicodedata.normalize("NFC", n),
+            "spaces": lambda n: "/".join(p.strip() for p in n.split("/")),
+            "case": str.lower}
+    out: dict[str, dict[str, str]] = {kind: {} for kind in keys}
+    for name in listed:
+        for kind, key in keys.items():
+            out[kind].setdefault(key(name), name)
+    return out
+
+
+def why_not_listed(folder: Path, rel: str, near: dict[str, dict[str, str]]) -> str:
+    """Why ``rel`` (a clip id of the CSV) is not among the listed files (``near``: :func:`near_names` of what
+    :func:`list_audio` found): a message tail."""
     path = folder / rel
     parts = Path(rel).parts
     if path.is_symlink() and not path.exists():
@@ -110,18 +124,17 @@ def why_not_listed(folder: Path, rel: str, listed: list[str]) -> str:
             return "is a hidden file or under a hidden folder (names starting with '.' are skipped)"
         if not path.is_file():
             return "is not a regular file"
-    nfc = unicodedata.normalize("NFC", rel)
-    for other in listed:
-        if other != rel and unicodedata.normalize("NFC", other) == nfc:
-            return (f"not found; the folder has {other!r}, which differs only in Unicode normalisation "
-                    "(composed vs decomposed accents): rename the file or fix the CSV")
-    for other in listed:
-        if other.strip() == rel or "/".join(p.strip() for p in other.split("/")) == rel:
-            return (f"not found; the folder has {other!r}, which differs only in surrounding spaces (the CSV's "
-                    "file_name is stripped): rename the file")
-    for other in listed:
-        if other.lower() == rel.lower():
-            return f"not found; the folder has {other!r}, which differs only in letter case"
+    other = near["nfc"].get(unicodedata.normalize("NFC", rel))
+    if other is not None and other != rel:
+        return (f"not found; the folder has {other!r}, which differs only in Unicode normalisation "
+                "(composed vs decomposed accents): rename the file or fix the CSV")
+    other = near["spaces"].get(rel)
+    if other is not None:
+        return (f"not found; the folder has {other!r}, which differs only in surrounding spaces (the CSV's "
+                "file_name is stripped): rename the file")
+    other = near["case"].get(rel.lower())
+    if other is not None:
+        return f"not found; the folder has {other!r}, which differs only in letter case"
     return "named in the CSV but not found in the audio folder"
 
 
@@ -189,17 +202,16 @@ def decode(path: Path, silence_dbfs: float = SILENCE_DBFS, max_seconds: float = 
         with _quiet_stderr(quiet):
             data, _ = sf.read(str(path), dtype="float64" if info.subtype == "DOUBLE" else "float32", always_2d=True)
     except Exception as err:  # noqa: BLE001
-        raise BadAudio(f"{path}: cannot be decoded as audio ({type(err).__name__}: {str(err).strip()[:120]})") from None
+        raise BadAudio(f"{path}: cannot be decoded as audio ({_libsndfile_reason(err)})") from None
     n = data.shape[0]
     if n < frames and info.format in EXACT_LENGTH_FORMATS:
         raise BadAudio(f"{path}: truncated: the header announces {frames} frames, only {n} could be read")
     if n == 0:
         raise BadAudio(f"{path}: empty (no samples)")
     finite = np.isfinite(data)
-    bad = 0 if finite.all() else int((~finite).any(axis=1).sum())
-    peak = float(np.abs(np.where(finite, data, 0.0)).max()) if bad else float(np.abs(data).max())
-    if bad:
-        raise BadAudio(f"{path}: {bad} of {n} samples are NaN or infinite")
+    if not finite.all():
+        raise BadAudio(f"{path}: {int((~finite).any(axis=1).sum())} of {n} samples are NaN or infinite")
+    peak = float(np.abs(data).max())
     if peak > FULL_SCALE_LIMIT:
         beyond = " (beyond the float32 range)" if peak > float(np.finfo(np.float32).max) else ""
         raise BadAudio(f"{path}: samples exceed full scale: peak {peak:.3g}{beyond}, more than {FULL_SCALE_LIMIT:g} "

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from data.audio import MAX_SECONDS, SILENCE_DBFS, list_audio, why_not_listed
+from data.audio import MAX_SECONDS, SILENCE_DBFS, list_audio, near_names, why_not_listed
 from data.audio_features import compute_features, compute_features_parallel
 from data.clotho import IN_PROGRESS
 from data.experts.registry import EXPERTS, expert_info, load_expert
@@ -133,8 +133,9 @@ def match_csv_and_folder(csv_ids: list[str], folder_files: list[str], folder: Pa
     problems = [(rel, f"{folder}: file name {rel!r} {unsafe_clip_id(rel)}; rename the file")
                 for rel in folder_files if unsafe_clip_id(rel)]
     unsafe = {rel for rel, _ in problems}
-    problems += [(cid, f"{folder / cid}: {why_not_listed(folder, cid, folder_files)} (row of {csv_path})")
-                 for cid in csv_ids if cid not in on_disk]
+    missing = [cid for cid in csv_ids if cid not in on_disk]
+    near = near_names(folder_files) if missing else {}
+    problems += [(cid, f"{folder / cid}: {why_not_listed(folder, cid, near)} (row of {csv_path})") for cid in missing]
     problems += [(rel, f"{folder / rel}: audio file has no row in {csv_path}") for rel in folder_files
                  if rel not in in_csv and rel not in unsafe]
     if problems and not skip_bad:

@@ -100,7 +100,8 @@ def main_from_args(args: argparse.Namespace) -> dict:
     weights = _load_weights(args.weights, run_dir, manifest, args.legacy_weights)
     if weights is None:
         if "weighted_combsum" in methods and args.methods != "all":
-            raise UserError("--methods weighted_combsum needs --weights FILE (or a run with qpp/weights.npy)")
+            raise UserError(f"--methods weighted_combsum needs --weights FILE (or a run with qpp/weights.npy made "
+                            f"for the {manifest.split} split)")
         methods = [m for m in methods if m != "weighted_combsum"]
     out = Path(args.out) if args.out else _default_out(run_dir, in_path, args.split)
     check_target(out)  # --out must be absent or a previous fusion output (never a file or a foreign folder)
@@ -254,8 +255,12 @@ def _load_weights(spec: str, run_dir: Path | None, manifest: SimsManifest, legac
             require_complete(path.parent, ["weights.npy"], rerun=f"qpp.py --run {run_dir}")
             if path.with_suffix(".json").is_file():
                 verify_recorded_file(path.with_suffix(".json"), rerun=f"qpp.py --run {run_dir}")
-                made_for = read_json(path.with_suffix(".json")).get("split", "test")
+                meta = read_json(path.with_suffix(".json"))
+                made_for = meta.get("split", "test") if isinstance(meta, dict) else "test"
                 if made_for != manifest.split:  # qpp.py predicts the test split: fusing val gets no weights
+                    if legacy:
+                        raise UserError(f"--legacy-weights: {path} weights the {made_for} split, not "
+                                        f"{manifest.split}; give --weights FILE for it")
                     print(f"note: {path} weights the {made_for} split; the {manifest.split} split is fused "
                           "without weights (weighted_combsum skipped)", file=sys.stderr)
                     return None

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from fusion.trec_input import is_trec_file, manifest_from_qrels, sims_from_trec_run
-from retrieval.sims_io import SimsManifest, load_sims
+from retrieval.sims_io import SimsManifest, load_sims, same_matrix
 from utils.errors import UserError
 
 SAME_HINT = "systems must be runs of the same split with the same queries and clips in the same order"
@@ -77,7 +77,7 @@ def _check_distinct(runs: Sequence[str], test: Sequence[SplitData]) -> None:
     reweights it, and their comparison is an empty one. The values are compared, so any copy is caught."""
     for j in range(1, len(test)):
         for i in range(j):
-            if np.array_equal(test[i].sims, test[j].sims):
+            if same_matrix(test[i].sims, test[j].sims):
                 raise UserError(f"--runs: {runs[j]} holds the same similarity matrix as {runs[i]} ({test[j].where} "
                                 f"equals {test[i].where}): one system given twice (a copy?); a system fused with "
                                 "itself only reweights it")

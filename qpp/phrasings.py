@@ -29,10 +29,13 @@ from utils.io import read_json
 def require_qpp_stage(run_dir: str | Path) -> Path:
     """The run's QPP stage folder; ``UserError`` naming it when qpp.py has not completed there (checked before
     search.py builds an index, not after)."""
+    from utils.outputs import require_complete
+
     qdir = Path(run_dir) / "qpp"
     if not (qdir / "weights.json").is_file() or not (qdir / "results.json").is_file():
         raise UserError(f"{qdir}: no complete QPP stage (weights.json + results.json): run "
                         f"python qpp.py --run {run_dir} first, or use --fusion combsum / rrf")
+    require_complete(qdir, ["weights.json", "results.json"], rerun=f"qpp.py --run {run_dir}")  # as fusion.py does
     return qdir
 
 

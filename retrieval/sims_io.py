@@ -111,15 +111,24 @@ def load_sims(path: str | os.PathLike, split: str = "test", mmap: bool = True) -
     from utils.outputs import recover, require_complete_run, verify_recorded_file
     if not Path(path).exists():
         recover(Path(path).parent)  # its output set's writer was killed mid-swap: the complete old set comes back
-    if Path(path).is_dir():  # a run folder: finished, recorded, and this split's files as recorded
+    if Path(path).is_dir():  # a run folder: finished and recorded, then this split's files hashed once
         require_complete_run(path)
-    npy = resolve_sims_path(path, split)
-    manifest_path = npy.with_suffix(".json")
-    if Path(path).is_dir():
+        npy = resolve_sims_path(path, split)
         require_complete_run(path, [f"sims/{split}.npy", f"sims/{split}.json"])
-    for f in (npy, manifest_path):  # a file of a completed output set must still be the recorded one
-        verify_recorded_file(f, rerun="the stage that wrote it")
+    else:
+        npy = resolve_sims_path(path, split)
+        for f in (npy, npy.with_suffix(".json")):  # a file of a completed output set must still be the recorded one
+            verify_recorded_file(f, rerun="the stage that wrote it")
     return _read_checked(Path(path), npy, split, mmap)
+
+
+def same_matrix(a: np.ndarray, b: np.ndarray, block_bytes: int = 64 * 2**20) -> bool:
+    """Equal values (any dtypes), compared in row blocks that stop at the first difference: memory stays flat for
+    memmapped matrices, and two different matrices usually cost one block."""
+    if a.shape != b.shape:
+        return False
+    rows = max(1, block_bytes // max(1, a.shape[-1] * 8)) if a.ndim > 1 else len(a)
+    return all(np.array_equal(a[i:i + rows], b[i:i + rows]) for i in range(0, len(a), rows))
 
 
 def load_unrecorded_run_sims(run_dir: str | os.PathLike, split: str) -> tuple[np.ndarray, SimsManifest]:

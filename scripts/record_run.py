@@ -30,7 +30,7 @@ from utils.errors import UserError, run_cli  # noqa: E402
 def record_run(run_dir: str | Path) -> dict:
     import numpy as np
 
-    from retrieval.sims_io import load_unrecorded_run_sims
+    from retrieval.sims_io import load_unrecorded_run_sims, same_matrix
     from utils.outputs import RECORD, RUN_MODEL, write_run_record
     from utils.paths import COMPLETE_MARKER
 
@@ -47,14 +47,14 @@ def record_run(run_dir: str | Path) -> dict:
     splits = sorted(p.stem for p in (run / "sims").glob("*.npy")) if (run / "sims").is_dir() else []
     if not splits:
         raise UserError(f"{run / 'sims'}: no sims/<split>.npy to record")
-    seen: dict[str, tuple[str, np.ndarray]] = {}
+    seen: list[tuple[str, np.ndarray]] = []
     for split in splits:
         sims, _ = load_unrecorded_run_sims(run, split)
-        for other, other_sims in seen.values():
-            if other_sims.shape == sims.shape and np.array_equal(other_sims, sims):
+        for other, other_sims in seen:
+            if same_matrix(other_sims, sims):
                 raise UserError(f"{run / 'sims' / (split + '.npy')}: the same matrix as sims/{other}.npy (one copied "
                                 "over the other?); not recorded")
-        seen[split] = (split, sims)
+        seen.append((split, sims))
     return write_run_record(run, "scripts/record_run.py")
 
 

@@ -392,3 +392,16 @@ def test_two_genuine_systems_still_fuse(tmp_path, capsys):
     out = tmp_path / "out"
     assert run_cli(FUSION, ["--runs", str(a), str(b), "--out", str(out), *FAST_FUSION]) == 0
     assert (out / "results.json").is_file()
+
+
+@pytest.mark.parametrize("a, b, equal", [
+    (np.arange(12.0).reshape(4, 3), np.arange(12.0).reshape(4, 3).astype(np.float32), True),  # float64 re-save
+    (np.arange(12.0).reshape(4, 3), np.arange(12.0).reshape(3, 4), False),
+    (np.zeros((50, 3)), np.concatenate([np.zeros((49, 3)), np.ones((1, 3))]), False),  # differs in the last block
+    (np.zeros((50, 3)), np.zeros((50, 3)), True),
+])
+def test_same_matrix_compares_values_block_by_block(a, b, equal):
+    from retrieval.sims_io import same_matrix
+
+    assert same_matrix(a, b, block_bytes=48) is equal  # 2-row blocks
+    assert same_matrix(a, b) is equal

@@ -135,6 +135,12 @@ def test_qpp_fusion_needs_the_stage_and_uses_its_predictor(tiny_run, tmp_path, c
             mapping="softmax", temperature=1.0, log=lambda *a: None)
     out = _json(capsys, argv + ["--json", "--k", "32"])
     assert out["fusion"] == "qpp" and out["notes"][0].startswith("qpp weights")
+    weights_json = run / "qpp" / "weights.json"
+    original = weights_json.read_text()
+    weights_json.write_text(original.replace('"mapping": "softmax"', '"mapping": "rank"'))  # edited by hand
+    assert run_cli(search.main, argv) == 2  # the stage's completion record catches it, as fusion.py does
+    assert "changed since its output set was completed" in capsys.readouterr().err
+    weights_json.write_text(original)
     s = np.array([r["phrasing_scores"] for r in out["results"]])
     weights = np.array(out["notes"][0].split(":")[0].replace("qpp weights ", "").split(", "), float)
     assert weights.sum() == pytest.approx(1, abs=2e-3) and weights.min() > 0
