@@ -24,6 +24,7 @@ from retrieval.index import AudioIndex, Layout
 from retrieval.index_store import IndexStore
 from utils.errors import UserError
 from utils.io import file_stamp
+from utils.outputs import RUN_MODEL
 
 ZERO_SHOT_TEMPERATURE = 0.05
 DEFAULT_ROOT = Path("data/saved/audio-index")
@@ -140,7 +141,7 @@ class FolderSearch:
               "files": {r: file_stamp(self.folder / r) for r in rels}}
         if self.run is not None:
             fp["model"] = {"run": str(self.run.run_dir.resolve()), "config_hash": self.run.config_hash,
-                           "checkpoint": file_stamp(self.run.run_dir / "trained_model.pth")}
+                           "checkpoint": file_stamp(self.run.run_dir / RUN_MODEL)}
         else:
             fp["zero_shot"] = {"temperature": ZERO_SHOT_TEMPERATURE}
         return fp

@@ -24,6 +24,7 @@ import torch
 from data.clotho import TEXT_DIMS, root_feat_dir
 from model.build import build_model
 from utils.errors import UserError
+from utils.outputs import RUN_MODEL, require_complete_run
 
 GOOGLENEWS_HINT = ("pass --word2vec PATH to the GoogleNews vectors (GoogleNews-vectors-negative300.bin or .bin.gz, "
                    "https://s3.amazonaws.com/dl4j-distribution/GoogleNews-vectors-negative300.bin.gz)")
@@ -46,10 +47,9 @@ def load_run_model(run_dir: str | Path) -> RunModel:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: run folder not found")
-    ckpt_path = run_dir / "trained_model.pth"
+    ckpt_path = run_dir / RUN_MODEL
     cfg_path = run_dir / "config.json"
-    from utils.outputs import require_complete_run  # finished, recorded, and these two files as recorded
-    require_complete_run(run_dir, [cfg_path.name, ckpt_path.name])
+    require_complete_run(run_dir, [cfg_path.name, ckpt_path.name])  # finished, recorded, these files as recorded
     try:
         config = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as err:

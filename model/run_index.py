@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from utils.io import file_stamp
+from utils.outputs import RUN_MODEL
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -26,7 +27,7 @@ def run_split_fingerprint(rm, split: str) -> dict:
 
     root = root_feat_dir(rm.config)
     files = [f"{split}_list.txt", RAW_CAPTIONS_PATH] + [EXPERT_PATHS[m] for m in sorted(rm.model.modalities)]
-    return {"model": {"checkpoint": _stamp(rm.run_dir / "trained_model.pth"), "config_hash": rm.config_hash},
+    return {"model": {"checkpoint": _stamp(rm.run_dir / RUN_MODEL), "config_hash": rm.config_hash},
             "source": {"kind": "split", "split": split, "root_feat": str(root.resolve()),
                        "files": {f: _stamp(root / f) for f in files}}}
 

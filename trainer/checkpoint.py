@@ -10,9 +10,10 @@ from torch.serialization import get_crc32_options, set_crc32_options
 
 from utils.errors import UserError
 from utils.io import atomic_path
+from utils.outputs import RUN_MODEL
 
 LAST_NAME = "checkpoint-last.pth"
-FINAL_NAME = "trained_model.pth"
+FINAL_NAME = RUN_MODEL  # named once, in utils.outputs (the run record lists it)
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
