@@ -155,15 +155,15 @@ class FolderSearch:
         t0 = time.perf_counter()
         fp = self.fingerprint(self.rels)
         if not rebuild:
-            status, index = self.store.open(fp, load_stale=True)
+            # the old shards are read only when they are used: as they are (current) or extended (files only added)
+            man = self.store.manifest() if self.store.status(fp).startswith("stale") else None
+            extend = man is not None and self._only_added(man["fingerprint"], fp)
+            status, index = self.store.open(fp, load_stale=extend)
             if status == "current":
                 self.skipped = [tuple(s) for s in self.store.manifest().get("info", {}).get("skipped", [])]
                 return index, {"folder": str(self.store.folder), "status": "loaded"}
             if index is not None:
-                man = self.store.manifest()
-                if self._only_added(man["fingerprint"], fp):
-                    return self._append(man, fp, t0)
-            del index
+                return self._append(man, fp, t0, index)
             if self.store.rebuild_note(status):
                 self.log(self.store.rebuild_note(status))
         ids, emb, avail = self._embed(self.rels)
@@ -176,7 +176,8 @@ class FolderSearch:
         return index, {"folder": str(self.store.folder), "status": "built",
                        "seconds": round(time.perf_counter() - t0, 3)}
 
-    def _append(self, man: dict, fp: dict, t0: float):
+    def _append(self, man: dict, fp: dict, t0: float, old: AudioIndex):
+        """Embed the added files, save them as a new shard, and extend the loaded index in memory (no re-read)."""
         import time
 
         self.skipped = [tuple(s) for s in man.get("info", {}).get("skipped", [])]
@@ -184,8 +185,10 @@ class FolderSearch:
         ids, emb, avail = self._embed(new)
         self.store.append(ids, emb, avail, None, fp, info=self._info())
         self.log(f"{self.store.folder}: {len(new)} new audio files appended")
-        return self.store.load(), {"folder": str(self.store.folder), "status": f"appended {len(ids)}",
-                                   "seconds": round(time.perf_counter() - t0, 3)}
+        index = AudioIndex(old.layout, old.clip_ids + list(ids), np.concatenate([old.emb, emb]),
+                           np.concatenate([old.avail, avail]), None)
+        return index, {"folder": str(self.store.folder), "status": f"appended {len(ids)}",
+                       "seconds": round(time.perf_counter() - t0, 3)}
 
     def _info(self) -> dict:
         return {"folder": str(self.folder), "skipped": [list(s) for s in self.skipped]}

@@ -59,6 +59,9 @@ def test_zero_shot_search_finds_the_dog_and_appends_new_audio(animals, tmp_path,
     out = json.loads(captured.out)
     assert out["index"]["status"] == "appended 5" and out["n_clips"] == 10
     assert out["results"][0]["clip_id"] == "dog.mp3" and out["fusion"] == "combsum"
+    assert run_cli(search.main, argv + ["a dog barking", "a dog barks"]) == 0  # the saved index, read back
+    again = json.loads(capsys.readouterr().out)
+    assert again["index"]["status"] == "loaded" and again["results"] == out["results"]  # = the index extended in memory
     (folder / "cat.mp3").unlink()  # a removed file: rebuilt (from the cached features), not appended
     assert run_cli(search.main, argv + ["a rooster crowing"]) == 0
     captured = capsys.readouterr()
