@@ -152,6 +152,14 @@ def archive_files(names: list[str]) -> list[str]:
                     *(f"{s}_list.txt" for s in SPLITS), "extract.json", IN_PROGRESS]
 
 
+def _archive_incomplete(err: OSError, out: Path) -> UserError:
+    """A write of the archive failed after the in-progress marker was written: say so (not "nothing partial")."""
+    reason = err.strerror or os.strerror(err.errno or errno.EIO)
+    where = os.fsdecode(err.filename) if err.filename is not None else str(out)
+    return UserError(f"{where}: {reason}; the archive {out} is now incomplete, and {IN_PROGRESS} marks it so "
+                     "(train.py refuses it): fix the cause and re-run the extraction")
+
+
 def previous_experts(out: Path) -> set[str]:
     """The experts an earlier extraction into ``out`` wrote (its extract.json, or the marker of a killed one).
 
@@ -323,10 +331,7 @@ def run(args: argparse.Namespace) -> dict:
         for split, members in splits.items():
             write_text(out / f"{split}_list.txt", "".join(f"{cid}\n" for cid in members))
     except OSError as err:
-        reason = err.strerror or os.strerror(err.errno or errno.EIO)
-        where = f"{os.fsdecode(err.filename)}: " if err.filename is not None else ""
-        raise UserError(f"{where}{reason}; the archive {out} is now incomplete, and {IN_PROGRESS} marks it so "
-                        "(train.py refuses it): fix the cause and re-run the extraction") from None
+        raise _archive_incomplete(err, out) from None
     audio_seconds = sum(r.seconds for r in results)
     report = {
         "audio": str(folder), "captions": str(csv_path), "clips": len(kept),
@@ -352,10 +357,7 @@ def run(args: argparse.Namespace) -> dict:
         write_json(out / "extract.json", report)
         marker.unlink()
     except OSError as err:
-        reason = err.strerror or os.strerror(err.errno or errno.EIO)
-        raise UserError(f"{os.fsdecode(err.filename or out)}: {reason}; the archive {out} is now incomplete, and "
-                        f"{IN_PROGRESS} marks it so (train.py refuses it): fix the cause and re-run the extraction") \
-            from None
+        raise _archive_incomplete(err, out) from None
     speed = (f"{report['x_real_time']}x real time, {report['x_real_time_per_core']}x per CPU core"
              if report["x_real_time"] else "all from cache")
     print(f"{out}: {len(kept)} clips ({audio_seconds / 60:.1f} min of audio; train/val/test "
