@@ -33,15 +33,7 @@ FAST_FUSION = ["--no-plot", "--quiet", "--resamples", "50"]
 FAST_QPP = ["--features", "score", "--models", "linear", "--no-plots", "--n-resamples", "50"]
 
 
-def snapshot(root: Path) -> dict[str, tuple]:
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for d in dirnames:
-            out[os.path.relpath(os.path.join(dirpath, d), root)] = ("dir",)
-        for f in filenames:
-            st = os.lstat(os.path.join(dirpath, f))
-            out[os.path.relpath(os.path.join(dirpath, f), root)] = (st.st_size, st.st_mtime_ns)
-    return out
+from tests.test_trust_inputs import snapshot  # noqa: E402  (every file and folder, size + mtime)
 
 
 def refuse(main, argv, needles, root: Path, capsys) -> str:
