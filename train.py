@@ -133,7 +133,7 @@ def _main(args: argparse.Namespace, device) -> None:
 
 def _parse_seeds(text: str) -> list[int]:
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in text.strip().split(",")]  # an empty item ("0,,1") is a typo, not a separator
     except ValueError:
         raise UserError(f"--seeds: '{text}': expected comma-separated integers, e.g. 0,1,2") from None
     bad = [s for s in seeds if not 0 <= s < 2**32]

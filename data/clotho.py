@@ -134,6 +134,10 @@ def load_clotho(config: dict, splits: Sequence[str]) -> dict[str, SplitData]:
                 raise UserError(f"{root / f'{split}_list.txt'}: clip '{cid}' is also in {seen[cid]}_list.txt "
                                 "(splits must not overlap)")
             seen[cid] = split
+    for split, ids in lists.items():
+        if len(ids) < 2:  # evaluated against each other (val, test) or BatchNorm's batch (train)
+            raise UserError(f"{root / f'{split}_list.txt'}: 1 clip: a split needs at least 2 (with one candidate every "
+                            "query ranks it first, so R@1 = 100 would mean nothing)")
     wanted = [cid for ids in lists.values() for cid in ids]
 
     out = {s: _empty_split(s, lists[s], experts, max_tokens, TEXT_DIMS[text_feat]) for s in splits}
@@ -195,6 +199,14 @@ def load_clotho(config: dict, splits: Sequence[str]) -> dict[str, SplitData]:
         for split, data in out.items():
             check_expert_rows(path, split, data.clip_ids, data.experts[expert], data.ind[expert],
                               f"expert '{expert}' features")
+    for split, data in out.items():  # a clip without any expert has no audio embedding: its scores would be NaN
+        if data.clip_ids and experts:
+            none = ~np.logical_or.reduce([data.ind[e] for e in experts])
+            if none.any():
+                first = data.clip_ids[int(np.flatnonzero(none)[0])]
+                raise UserError(f"{root / f'{split}_list.txt'}: clip '{first}' has no expert at all (missing in "
+                                f"{', '.join(EXPERT_PATHS[e] for e in experts)}; {int(none.sum())} such clips): "
+                                "nothing to embed it with; drop it from the split list")
     return out
 
 

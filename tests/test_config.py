@@ -167,3 +167,27 @@ def test_cli_exit_code_2_one_line(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "trainer.bogus" in lines[0]
+
+
+def test_duplicated_keys_and_modalities_are_refused(tmp_path):
+    """JSON keeps the last of two equal keys silently ("epochs": 1, "epochs": 500 trained 500 epochs)."""
+    from utils.config_rules import check_values
+
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"inherit_from": "%s", "trainer": {"epochs": 1, "epochs": 500}}'
+                   % (Path(__file__).resolve().parents[1] / "configs" / "clotho-synthetic" / "tiny-ce.json"))
+    with pytest.raises(UserError, match=r"c.json: key 'epochs' appears twice in one object"):
+        load_config(cfg)
+    with pytest.raises(UserError, match=r"--custom_args: 'trainer.epochs' is given twice"):
+        parse_custom_args("trainer.epochs=2,trainer.epochs=3")
+    with pytest.raises(UserError, match=r"experts.modalities: .*'audio' is listed twice"):
+        check_values({"experts": {"modalities": ["audio", "audio"]}})
+    check_values({"experts": {"modalities": ["audio", "vggsound"]}})
+
+
+@pytest.mark.parametrize("text", ["0,,1", "0,", ",1", ""])
+def test_seeds_with_an_empty_item_are_refused(text):
+    import train
+
+    with pytest.raises(UserError, match="--seeds"):
+        train._parse_seeds(text)

@@ -28,7 +28,7 @@ def _rand(rng, t, d):
 def make_archive(data_dir: Path, splits=None, audio=None, vggsound=None, captions=None, w2v=None):
     """Write a small archive; returns the dicts written so that tests can tamper with them first."""
     rng = np.random.default_rng(0)
-    splits = splits or {"train": ["tr_1.wav", "tr_2.wav"], "val": ["va_1.wav"], "test": ["te_1.wav", "te_2.wav", "te_3.wav"]}
+    splits = splits or {"train": ["tr_1.wav", "tr_2.wav"], "val": ["va_1.wav", "va_2.wav"], "test": ["te_1.wav", "te_2.wav", "te_3.wav"]}
     ids = [c for v in splits.values() for c in v]
     audio = audio if audio is not None else {c: _rand(rng, 20, 128) for c in ids}
     vggsound = vggsound if vggsound is not None else {c: _rand(rng, 60, 512) for c in ids}
@@ -165,11 +165,14 @@ def test_bad_values_named(tmp_path, what, value, needle):
 
 
 def test_split_list_errors(tmp_path):
-    make_archive(tmp_path, splits={"train": ["a.wav", "b.wav"], "val": ["b.wav"], "test": ["c.wav"]})
+    make_archive(tmp_path, splits={"train": ["a.wav", "b.wav"], "val": ["b.wav", "d.wav"], "test": ["c.wav", "e.wav"]})
     with pytest.raises(UserError, match=r"val_list.txt: clip 'b.wav' is also in train_list.txt"):
         load_clotho(_config(tmp_path), ["train", "val"])
     load_clotho(_config(tmp_path), ["val", "test"])  # no overlap among the loaded splits: fine
     root = tmp_path / "structured-symlinks"
+    (root / "test_list.txt").write_text("c.wav\n")  # one clip: every query would rank it first (R@1 = 100)
+    with pytest.raises(UserError, match=r"test_list.txt: 1 clip: a split needs at least 2"):
+        load_clotho(_config(tmp_path), ["test"])
     (root / "test_list.txt").write_text("c.wav\nc.wav\n")
     with pytest.raises(UserError, match=r"test_list.txt: 1 duplicated clip ids \(first: 'c.wav'\)"):
         load_clotho(_config(tmp_path), ["test"])
@@ -198,3 +201,19 @@ def test_minilm_dims_checked(tmp_path):
     c["experts"]["text_feat"] = "minilm"
     with pytest.raises(UserError, match=r"minilm.pkl: file not found"):
         load_clotho(c, ["test"])
+
+
+def test_a_clip_without_any_expert_is_refused_at_load_naming_it(tmp_path):
+    """Legal NaN markers in every expert file left the clip without an audio embedding: NaN similarities, and a
+    'non-finite similarities' error only after training."""
+    rng = np.random.default_rng(3)
+    splits = {"train": ["tr_1.wav", "tr_2.wav"], "val": ["va_1.wav", "va_2.wav"], "test": ["te_1.wav", "te_2.wav"]}
+    ids = [c for v in splits.values() for c in v]
+    audio = {c: (float("nan") if c == "te_2.wav" else _rand(rng, 20, 128)) for c in ids}
+    vggsound = {c: (float("nan") if c == "te_2.wav" else _rand(rng, 60, 512)) for c in ids}
+    make_archive(tmp_path, splits=splits, audio=audio, vggsound=vggsound)
+    with pytest.raises(UserError, match=r"test_list.txt: clip 'te_2.wav' has no expert at all .*1 such clips"):
+        load_clotho(_config(tmp_path), ["test"])
+    vggsound["te_2.wav"] = _rand(rng, 60, 512)  # one expert is enough (the other is a legal gap)
+    make_archive(tmp_path, splits=splits, audio=audio, vggsound=vggsound)
+    assert list(load_clotho(_config(tmp_path), ["test"])["test"].ind["audio"]) == [True, False]

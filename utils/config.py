@@ -77,6 +77,8 @@ def _split_custom_args(custom_args: str | None) -> list[tuple[str, str]]:
         key = key.strip()
         if not _KEY_RE.match(key):
             raise UserError(f"--custom_args: '{key}': not a dotted key path")
+        if any(key == k for k, _ in out):
+            raise UserError(f"--custom_args: '{key}' is given twice")
         out.append((key, raw.strip()))
     return out
 
@@ -120,13 +122,29 @@ def get_key(config: dict, dotted: str) -> Any:
 # ----------------------------------------------------------------------------------------------------------------
 # internals
 # ----------------------------------------------------------------------------------------------------------------
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def _read_json_file(path: Path) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(), object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: invalid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+    except _DuplicateKey as err:
+        raise UserError(f"{path}: key {str(err)!r} appears twice in one object (JSON keeps only the last silently)") \
+            from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a UTF-8 text file") from None
     if not isinstance(data, dict):

@@ -121,6 +121,10 @@ def check_values(config: dict, where: str = "config") -> None:
         if value is _MISSING or _norm(value) == _norm(allowed):
             continue
         raise UserError(f"{where}: {key}: {json.dumps(value)}: not supported, only {json.dumps(allowed)} ({why})")
+    mods = _get(config, "experts.modalities")
+    if isinstance(mods, list) and len(set(map(str, mods))) != len(mods):
+        twice = next(m for i, m in enumerate(mods) if m in mods[:i])
+        raise UserError(f"{where}: experts.modalities: {json.dumps(mods)}: {twice!r} is listed twice")
 
 
 def rule_for(key: str) -> Range | None:
