@@ -75,6 +75,25 @@ def root_feat_dir(config: dict) -> Path:
     return Path(args["data_dir"]) / args["root_feat_folder"]
 
 
+def archive_stamp(config: dict) -> dict[str, list[int] | None]:
+    """Size and mtime of every archive file a training run reads (split lists, captions, text features, the
+    configured experts), keyed by path under root_feat: what ``train.py --resume`` compares to refuse continuing on
+    other data. Size + mtime (not ctime): a resume must survive a copy or a chmod of the archive."""
+    root = root_feat_dir(config)
+    rels = [f"{s}_list.txt" for s in SPLITS] + [RAW_CAPTIONS_PATH,
+                                                 f"text_embeddings/{config['experts']['text_feat']}.pkl"]
+    rels += [EXPERT_PATHS[e] for e in sorted(config["experts"]["modalities"]) if e in EXPERT_PATHS]
+    out: dict[str, list[int] | None] = {}
+    for rel in rels:
+        try:
+            st = (root / rel).stat()
+        except OSError:
+            out[rel] = None
+            continue
+        out[rel] = [int(st.st_size), int(st.st_mtime_ns)]
+    return out
+
+
 def ensure_data(config: dict) -> Path:
     """Return root_feat; generate the synthetic set there first when enabled in the config and missing."""
     args = config["data_loader"]["args"]

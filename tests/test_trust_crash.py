@@ -102,6 +102,25 @@ def test_train_killed_mid_epoch_and_mid_checkpoint_write(setup):
     assert complete_runs(setup["root"] / "saved", "clotho-synthetic-tiny-ce")[-1] == killed  # newest by completion
 
 
+def test_resume_refuses_an_archive_changed_since_the_run_started(tmp_path, tiny_data_dir):
+    """A run resumed after its archive changed continued on other data (zeroed vggsound features: exit 0, test R@1
+    9.4 instead of 16.9); the checkpoint now holds the archive files' size + mtime."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data_dir, data)
+    custom = (f"data_loader.args.data_dir={data},data_loader.args.synthetic.enabled=false,"
+              f"trainer.save_dir={tmp_path / 'saved'},trainer.epochs=3,data_loader.args.batch_size=32")
+    argv = [REPO / "train.py", "--config", TINY, "--custom_args", custom, "--threads", "1", "--quiet"]
+    kill_at(argv, "train-step@2")  # after epoch 1's checkpoint
+    (run,) = (tmp_path / "saved" / "clotho-synthetic-tiny-ce").iterdir()
+    hickle = data / "structured-symlinks" / "aggregated_vggsound" / "vggsound-raw.hickle"
+    st = hickle.stat()
+    os.utime(hickle, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # rewritten (here: only its mtime moves)
+    with pytest.raises(UserError, match=r"aggregated_vggsound/vggsound-raw.hickle changed since the run started"):
+        _train(["--resume", run, "--quiet"])
+    os.utime(hickle, ns=(st.st_atime_ns, st.st_mtime_ns))  # the same file again: the resume goes on
+    assert run_cli(_train, ["--resume", run, "--quiet"]) == 0 and (run / "metrics.json").is_file()
+
+
 def _interrupt_at(argv: list, point: str) -> tuple[int, str]:
     """Start train.py, wait for the pause point, send SIGINT (Ctrl-C); returns (exit code, stderr)."""
     env = dict(os.environ, TOOLKIT_TEST_PAUSE=point, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))

@@ -89,6 +89,7 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
         _check_resumable(run_dir, config, chash)
         ckpt = load_checkpoint(run_dir / LAST_NAME)
         check_checkpoint_identity(run_dir, ckpt, chash)
+        _check_same_data(run_dir, ckpt, config)
         for stale in run_dir.rglob(".*.tmp*"):  # temporaries of writes interrupted by the kill
             if ddp.is_writer:
                 stale.unlink(missing_ok=True)
@@ -169,6 +170,22 @@ def _report_interrupt(run_dir: Path, new_run: bool, fresh_dirs: list[Path], logg
         discard_run_dir(run_dir, fresh_dirs)
 
 
+def _check_same_data(run_dir: Path, ckpt: dict, config: dict) -> None:
+    """A resume continues on the data the run started with: an archive file changed since then is refused (the
+    config hash cannot see it; a run resumed on other data reported numbers of neither)."""
+    from data.clotho import archive_stamp
+
+    saved = ckpt.get("data_stamp")
+    if not isinstance(saved, dict):
+        return  # a checkpoint written before the stamp existed
+    now = archive_stamp(config)
+    changed = [rel for rel in saved if saved[rel] != now.get(rel)]
+    if changed:
+        raise UserError(f"--resume {run_dir}: {changed[0]} changed since the run started (size or mtime; "
+                        f"{len(changed)} archive file(s) differ): resuming would continue on other data; restore "
+                        "the archive or start a new run")
+
+
 def _check_resumable(run_dir: Path, config: dict, chash: str) -> None:
     if not run_dir.is_dir():
         raise UserError(f"--resume {run_dir}: no such run folder")
@@ -212,6 +229,8 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
     val = data["val"].to(device)
 
     start_epoch, best, best_epoch, best_state, history = 1, -math.inf, 0, None, []
+    from data.clotho import archive_stamp
+    data_stamp = ckpt.get("data_stamp") if ckpt is not None else archive_stamp(config)  # what a resume must find
     timings = {"data_load_s": t_data, "train_s": 0.0, "val_s": 0.0, "checkpoint_s": 0.0}
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -292,7 +311,7 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch,
             "best": best, "best_epoch": best_epoch, "history": history, "config_hash": chash, "timings": timings,
-            "threads": torch.get_num_threads(),
+            "threads": torch.get_num_threads(), "data_stamp": data_stamp,
             # the best weights are the current ones whenever this epoch improved: don't store them twice
             "best_state": None if best_epoch == epoch else best_state,
         })
