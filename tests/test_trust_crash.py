@@ -239,3 +239,16 @@ def test_synthetic_killed_generation_is_removed_on_next_start(tmp_path):
     final = generate(out, size="tiny", seed=0, quiet=True)
     assert final.is_dir() and not list(out.glob(".structured-symlinks.*"))
     shutil.rmtree(out)
+
+
+def test_a_qrels_file_that_disagrees_with_its_split_list_fails_before_training(tmp_path, tiny_data_dir):
+    """Before: all epochs ran, then 'query ... is not a row of the matrix being evaluated' and the run was removed."""
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data_dir, data)
+    val_list = data / "structured-symlinks" / "val_list.txt"
+    val_list.write_text("".join(val_list.read_text().splitlines(keepends=True)[:3]))  # the qrels still judge all
+    custom = (f"data_loader.args.data_dir={data},data_loader.args.synthetic.enabled=false,"
+              f"trainer.save_dir={tmp_path / 'saved'},trainer.epochs=50")
+    with pytest.raises(UserError, match=r"qrels-val.trec.*\(qrels-val.trec and val_list.txt disagree"):
+        _train(["--config", TINY, "--custom_args", custom, "--threads", "1", "--quiet"])
+    assert not (tmp_path / "saved").exists() or not any((tmp_path / "saved").rglob("metrics.json"))
