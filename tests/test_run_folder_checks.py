@@ -397,3 +397,30 @@ def test_same_matrix_compares_values_block_by_block(a, b, equal):
 
     assert same_matrix(a, b, block_bytes=48) is equal  # 2-row blocks
     assert same_matrix(a, b) is equal
+
+
+def test_config_readers_pick_only_runs_of_their_own_config_file(tmp_path):
+    """p1/same/exp.json and p2/same/exp.json share the experiment folder 'same-exp': fusion.py --config p1/... fused
+    p2's newer run (a MoEE run read as the CE one)."""
+    from utils.errors import UserError as Refused
+    from utils.paths import newest_run_of_config
+
+    cfgs = []
+    for parent in ("p1", "p2"):
+        cfg = tmp_path / parent / "same" / "exp.json"
+        cfg.parent.mkdir(parents=True)
+        cfg.write_text(json.dumps({"inherit_from": str(TINY), "trainer": {"save_dir": str(tmp_path / "saved")}}))
+        cfgs.append(cfg)
+    exp = tmp_path / "saved" / "same-exp"
+    runs = [("2026-01-01_00-00-00_seed-0", cfgs[0]), ("2026-01-02_00-00-00_seed-0", cfgs[1])]
+    for i, (name, cfg) in enumerate(runs):
+        run = exp / name
+        run.mkdir(parents=True)
+        (run / "run.json").write_text(json.dumps({"threads": 1, "config_file": str(cfg.resolve())}))
+        (run / "metrics.json").write_text("{}")
+        os.utime(run / "metrics.json", (1e9 + i, 1e9 + i))
+    assert newest_run_of_config(cfgs[1]).name == "2026-01-02_00-00-00_seed-0"
+    assert newest_run_of_config(cfgs[0]).name == "2026-01-01_00-00-00_seed-0"  # not p2's newer run
+    shutil.rmtree(exp / "2026-01-01_00-00-00_seed-0")
+    with pytest.raises(Refused, match=r"no complete run of .*p1/same/exp.json: the newest, .* was trained from"):
+        newest_run_of_config(cfgs[0])

@@ -152,6 +152,10 @@ def check_checkpoint_identity(run_dir: Path, ckpt: dict, chash: str) -> None:
                         f"config given hash to {chash} (config.json edited after the run started?); start a new run")
 
 
-def write_run_env(run_dir: Path, device: torch.device) -> None:
-    write_json(run_dir / RUN_ENV, {"threads": torch.get_num_threads(), "device": str(device),
-                                   "torch": torch.__version__})
+def write_run_env(run_dir: Path, device: torch.device, config_path=None) -> None:
+    """``run.json``: what changes the bits, and the config file the run was trained from (``--config`` readers pick
+    only runs of their own file: two configs can share an experiment folder name)."""
+    env = {"threads": torch.get_num_threads(), "device": str(device), "torch": torch.__version__}
+    if config_path is not None:
+        env["config_file"] = str(Path(config_path).resolve())
+    write_json(run_dir / RUN_ENV, env)

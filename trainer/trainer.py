@@ -143,7 +143,7 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
     with discard_on_failure(run_dir, new_run=new_run, fresh_dirs=fresh_dirs):
         if new_run:
             write_json(run_dir / "config.json", config)
-            write_run_env(run_dir, device)
+            write_run_env(run_dir, device, config_path)
         logger = make_logger(run_dir, quiet) if ddp.is_writer else silent_logger()
         try:
             return _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop_after_epochs,

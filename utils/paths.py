@@ -62,4 +62,22 @@ def newest_run_of_config(config_path: str | os.PathLike, custom_args: str | None
     from utils.config import load_config
 
     config = load_config(config_path, custom_args)
-    return newest_complete_run(config["trainer"]["save_dir"], experiment_name(config_path))
+    save_dir, experiment = config["trainer"]["save_dir"], experiment_name(config_path)
+    newest = newest_complete_run(save_dir, experiment)
+    mine = str(Path(config_path).resolve())
+    for run in reversed(complete_runs(save_dir, experiment)):
+        if _trained_from(run) in (None, mine):  # None: a run made before run.json named its config file
+            return run
+    raise UserError(f"{Path(save_dir) / experiment}: no complete run of {config_path}: the newest, {newest.name}, was "
+                    f"trained from {_trained_from(newest)} (another config file with the same folder and file name "
+                    "shares this experiment folder); name the run with --run")
+
+
+def _trained_from(run: Path) -> str | None:
+    import json
+
+    try:
+        value = json.loads((run / "run.json").read_text(encoding="utf-8")).get("config_file")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
