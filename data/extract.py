@@ -70,16 +70,20 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
     return tuple(r / total for r in ratios)  # type: ignore[return-value]
 
 
+MIN_PER_SPLIT = 2  # a ranking needs two candidates (val, test); BatchNorm a batch of two (train)
+
+
 def assign_splits(ids: list[str], ratios: tuple[float, float, float], seed: int) -> dict[str, list[str]]:
-    """Seeded random split of ``ids`` by ``ratios``; val and test get >= 1 clip, train the rest (>= 1)."""
-    if len(ids) < 3:
-        raise UserError(f"{len(ids)} clips: need at least 3 (one per split)")
+    """Seeded random split of ``ids`` by ``ratios``; val and test get >= 2 clips, train the rest (>= 2)."""
+    if len(ids) < 3 * MIN_PER_SPLIT:
+        raise UserError(f"{len(ids)} clips: need at least {3 * MIN_PER_SPLIT} ({MIN_PER_SPLIT} per split: train.py "
+                        "refuses a val or test split of one clip, and BatchNorm needs two to train)")
     order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
-    n_val = max(1, int(round(ratios[1] * len(ids))))
-    n_test = max(1, int(round(ratios[2] * len(ids))))
+    n_val = max(MIN_PER_SPLIT, int(round(ratios[1] * len(ids))))
+    n_test = max(MIN_PER_SPLIT, int(round(ratios[2] * len(ids))))
     n_train = len(ids) - n_val - n_test
-    if n_train < 1:
-        raise UserError(f"--split-ratios: no clip left for train out of {len(ids)}")
+    if n_train < MIN_PER_SPLIT:
+        raise UserError(f"--split-ratios: fewer than {MIN_PER_SPLIT} clips left for train out of {len(ids)}")
     return {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
 
 
@@ -296,8 +300,8 @@ def run(args: argparse.Namespace) -> dict:
                   f"(first: {unlisted[0]}); they are extracted but train.py will not use them", file=sys.stderr)
     else:
         skipped = mismatches + bad
-        if len(kept) < 3 and skipped:  # say which files --skip-bad left out, not only that too few are left
-            raise UserError(f"{len(kept)} clips left after --skip-bad left out {len(skipped)}: need at least 3 (one "
+        if len(kept) < 3 * MIN_PER_SPLIT and skipped:  # say which files --skip-bad left out, not only that too few are left
+            raise UserError(f"{len(kept)} clips left after --skip-bad left out {len(skipped)}: need at least 6 (two "
                             f"per split); first left out: {skipped[0][0]} ({skipped[0][1]})")
         splits, unlisted = assign_splits(kept, ratios, args.split_seed), []
 

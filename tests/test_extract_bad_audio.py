@@ -23,7 +23,7 @@ def _make_folder(tmp_path: Path, bad: str) -> tuple[Path, Path, str]:
     """Three good clips + one bad case; returns (audio folder, CSV, name of the file the error must name)."""
     audio = tmp_path / "audio"
     audio.mkdir()
-    names = ["a.wav", "b.flac", "c.ogg"]
+    names = ["a.wav", "b.flac", "c.ogg", "d.wav", "e.flac", "f.ogg"]
     for i, name in enumerate(names):
         data = _noise(1.5, i)
         sf.write(audio / name, np.stack([data, data[::-1]], axis=1) if name == "b.flac" else data, RATE)
@@ -116,17 +116,17 @@ def test_new_bad_audio_classes_are_skipped_with_skip_bad(tmp_path, capsys, bad):
     assert run_cli(main, _argv(audio, csv_path, out, "--skip-bad")) == 0
     report = json.loads((out / "extract.json").read_text())
     assert [s["file"] for s in report["skipped"]] == [culprit] and CASES[bad] in report["skipped"][0]["reason"]
-    assert report["clips"] == 3
+    assert report["clips"] == 6
 
 
 def test_too_few_clips_after_skip_bad_names_what_was_left_out(tmp_path, capsys):
-    """Before: 'error: 2 clips: need at least 3', without a word on the files --skip-bad had dropped."""
+    """Before: 'error: 2 clips: need at least 3' (now 6), without a word on the files --skip-bad had dropped."""
     audio, csv_path, culprit = _make_folder(tmp_path, "loud")
     good = sorted(p for p in audio.iterdir() if p.name != culprit)
     good[0].unlink()  # listed in the CSV, gone from the folder: also left out under --skip-bad
     assert run_cli(main, _argv(audio, csv_path, tmp_path / "archive", "--skip-bad")) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "2 clips left after --skip-bad left out 2: need at least 3" in err[0], err
+    assert len(err) == 1 and "5 clips left after --skip-bad left out 2: need at least 6" in err[0], err
     assert "first left out: " in err[0] and (good[0].name in err[0] or culprit in err[0])
 
 
@@ -156,7 +156,7 @@ def test_skip_bad_writes_a_report_and_pad_short_pads(tmp_path, capsys):
     assert [s["file"] for s in report["skipped"]] == ["bad.wav"] and "NaN" in report["skipped"][0]["reason"]
     assert report["padded"] == {"short.wav": ["yamnet"]}
     feats = hickle.load(str(out / "aggregated_yamnet" / "yamnet-raw.hickle"))
-    assert sorted(feats) == ["a.wav", "b.flac", "c.ogg", "short.wav"]
+    assert sorted(feats) == ["a.wav", "b.flac", "c.ogg", "d.wav", "e.flac", "f.ogg", "short.wav"]
     assert feats["short.wav"].shape == (1, 1024) and feats["a.wav"].shape == (2, 1024)
     lists = [(out / f"{s}_list.txt").read_text().split() for s in ("train", "val", "test")]
     assert sorted(sum(lists, [])) == sorted(feats) and all(lists)
@@ -172,12 +172,12 @@ def test_split_assignment_and_options(tmp_path):
     assert sorted(sum(splits.values(), [])) == sorted(ids)
     assert splits == assign_splits(ids, parse_ratios("3,1,1"), seed=3)      # same seed, same split
     assert splits != assign_splits(ids, parse_ratios("3,1,1"), seed=4)
-    assert [len(v) for v in assign_splits(ids[:3], parse_ratios("0.9,0.05,0.05"), 0).values()] == [1, 1, 1]
+    assert [len(v) for v in assign_splits(ids[:6], parse_ratios("0.9,0.05,0.05"), 0).values()] == [2, 2, 2]
     for bad in ("0.5,0.5", "1,0,1", "a,b,c", "-1,1,1"):
         with pytest.raises(UserError, match="--split-ratios"):
             parse_ratios(bad)
-    with pytest.raises(UserError, match="need at least 3"):
-        assign_splits(ids[:2], parse_ratios("1,1,1"), 0)
+    with pytest.raises(UserError, match="need at least 6"):
+        assign_splits(ids[:5], parse_ratios("1,1,1"), 0)
     for split, members in (("train", ids[:10]), ("val", ids[10:15]), ("test", ids[15:] + ["ghost.wav"])):
         (tmp_path / f"{split}_list.txt").write_text("\n".join(members) + "\n")
     with pytest.raises(UserError, match="test_list.txt: clip 'ghost.wav' is not in the caption CSV"):

@@ -165,7 +165,8 @@ from pathlib import Path  # noqa: E402
 from utils.errors import run_cli  # noqa: E402
 
 
-def _folder(tmp_path: Path, names=("a.wav", "b.wav", "c.wav", "d.wav"), caption="noise") -> tuple[Path, Path]:
+def _folder(tmp_path: Path, names=("a.wav", "b.wav", "c.wav", "d.wav", "e.wav", "f.wav"),
+            caption="noise") -> tuple[Path, Path]:
     audio = tmp_path / "audio"
     audio.mkdir(exist_ok=True)
     for i, name in enumerate(names):
@@ -226,7 +227,7 @@ def test_a_failed_rewrite_leaves_a_marked_archive_the_loader_refuses(tmp_path, c
     assert _extract(audio, csv_path, out) == 0
     assert len(_load(out)["train"]) >= 1 and not (out / "extract-in-progress.json").exists()
     capsys.readouterr()
-    _csv(tmp_path, ["a.wav", "b.wav", "c.wav", "d.wav"], caption="changed words")
+    _csv(tmp_path, ["a.wav", "b.wav", "c.wav", "d.wav", "e.wav", "f.wav"], caption="changed words")
 
     real_atomic = utils.io.atomic_path
 

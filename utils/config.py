@@ -77,8 +77,6 @@ def _split_custom_args(custom_args: str | None) -> list[tuple[str, str]]:
         key = key.strip()
         if not _KEY_RE.match(key):
             raise UserError(f"--custom_args: '{key}': not a dotted key path")
-        if any(key == k for k, _ in out):
-            raise UserError(f"--custom_args: '{key}' is given twice")
         out.append((key, raw.strip()))
     return out
 
