@@ -381,7 +381,7 @@ def test_stale_outputs(world, tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------------ class 4: splits first
 @pytest.mark.parametrize("damage, needle", [
-    (lambda root: (root / "test_list.txt").write_text("no_such_clip.wav\n"), "no_such_clip.wav"),
+    (lambda root: (root / "test_list.txt").write_text("no_such_clip.wav\nnor_this.wav\n"), "no_such_clip.wav"),
     (lambda root: (root / "test_list.txt").unlink(), "test_list.txt"),
     (lambda root: (root / "test_list.txt").write_text("synthetic_00001.wav\n"), "synthetic_00001.wav"),
 ], ids=["unknown-test-clip", "missing-test-list", "train-clip-in-test"])
