@@ -94,23 +94,26 @@ def preflight_splits(config: dict, splits: Sequence[str],
         loader(config, todo)  # validates while loading; the tensors are freed at once (peak memory)
 
 
-def check_qrels_file(config: dict, split: str, clip_ids: Sequence[str]) -> None:
-    """A data set's ``qrels-<split>.trec`` (if any) must judge exactly this split's caption queries and clips: read
-    now, it fails before training instead of after the last epoch (where the run's evaluation reads it)."""
-    from data.clotho import CAPTIONS_PER_CLIP, root_feat_dir
+def check_qrels_files(config: dict, splits: Sequence[str]) -> None:
+    """A data set's ``qrels-<split>.trec`` (if any) must judge exactly the split list's caption queries and clips:
+    read now, it fails before training instead of after the last epoch (where the run's evaluation reads it)."""
+    from data.clotho import CAPTIONS_PER_CLIP, read_split_list, root_feat_dir
     from data.synthetic import qrels_path
     from retrieval.qrels import load_qrels
     from retrieval.sims_io import query_id
 
-    path = qrels_path(root_feat_dir(config), split)
-    if not path.is_file():
-        return
-    try:
-        load_qrels(path, query_ids=[query_id(c, k) for c in clip_ids for k in range(CAPTIONS_PER_CLIP)],
-                   doc_ids=list(clip_ids))
-    except UserError as err:
-        raise UserError(f"{err} ({path.name} and {split}_list.txt disagree: the qrels must judge the split's "
-                        "clips)") from None
+    root = root_feat_dir(config)
+    for split in splits:
+        path = qrels_path(root, split)
+        if not path.is_file():
+            continue
+        clip_ids = read_split_list(root / f"{split}_list.txt")
+        try:
+            load_qrels(path, query_ids=[query_id(c, k) for c in clip_ids for k in range(CAPTIONS_PER_CLIP)],
+                       doc_ids=clip_ids)
+        except UserError as err:
+            raise UserError(f"{err} ({path.name} and {split}_list.txt disagree: the qrels must judge the split's "
+                            "clips)") from None
 
 
 def check_disjoint_splits(config: dict) -> None:

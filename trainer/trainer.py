@@ -30,7 +30,7 @@ from trainer.distributed import current_context
 from trainer.export import TensorSplit, as_tensor_split, compute_sims
 from trainer.final_eval import evaluate_and_write
 from trainer.guards import (check_checkpoint_identity, check_disjoint_splits, check_finite_loss, check_finite_sims,
-                            check_qrels_file, discard_on_failure, discard_run_dir, preflight_splits, resume_threads,
+                            check_qrels_files, discard_on_failure, discard_run_dir, preflight_splits, resume_threads,
                             write_run_env)
 from trainer.optim import build_optimizer, build_scheduler
 from trainer.precision import (autocast, check_supported, holds_eval_splits, precision_of, prepare_model,
@@ -49,9 +49,6 @@ from utils.testhooks import pause
 def load_splits(config: dict, splits: list[str]) -> dict[str, TensorSplit]:
     from data.clotho import load_clotho  # imported late: keeps model/optimizer tests free of data deps
     data = load_clotho(config, splits)
-    for name in ("val", "test"):
-        if name in data:  # the multi-relevance judgements of an evaluated split, checked before any epoch
-            check_qrels_file(config, name, data[name].clip_ids)
     return {name: as_tensor_split(sd) for name, sd in data.items()}
 
 
@@ -121,6 +118,8 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
         preflight_splits(config, needed, loader, loader_reads_archive=splits_loader is None)
     elif hold and splits_loader is None:
         check_disjoint_splits(config)
+    if data is None and splits_loader is None:
+        check_qrels_files(config, ("val", "test"))  # once, before any epoch (the final evaluation reads them)
     data = dict(data) if data is not None else loader(config, ["train", "val"])
     missing = [s for s in ("train", "val") if s not in data]
     if missing:

@@ -63,7 +63,7 @@ def newest_run_of_config(config_path: str | os.PathLike, custom_args: str | None
 
     config = load_config(config_path, custom_args)
     save_dir, experiment = config["trainer"]["save_dir"], experiment_name(config_path)
-    newest = newest_complete_run(save_dir, experiment)
+    newest = newest_complete_run(save_dir, experiment)  # refuses an experiment without a complete run
     mine = str(Path(config_path).resolve())
     for run in reversed(complete_runs(save_dir, experiment)):
         if _trained_from(run) in (None, mine):  # None: a run made before run.json named its config file
