@@ -118,8 +118,7 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
         preflight_splits(config, needed, loader, loader_reads_archive=splits_loader is None)
     elif hold and splits_loader is None:
         check_disjoint_splits(config)
-    if data is None and splits_loader is None:
-        check_qrels_files(config, ("val", "test"))  # once, before any epoch (the final evaluation reads them)
+    reads_archive = data is None and splits_loader is None
     data = dict(data) if data is not None else loader(config, ["train", "val"])
     missing = [s for s in ("train", "val") if s not in data]
     if missing:
@@ -129,6 +128,8 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
     if hold:
         data["train"] = store_features(data["train"], precision_of(config))  # the float32 copy is freed here
         data.update(loader(config, [s for s in dict.fromkeys(needed) if s not in data]))
+    if reads_archive:  # once the split lists are validated, before any epoch (the final evaluation reads them)
+        check_qrels_files(config, ("val", "test"))
     t_data = time.perf_counter() - t0
     fresh_dirs: list[Path] = []
     if ckpt is None and ddp.is_writer:
