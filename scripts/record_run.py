@@ -37,6 +37,8 @@ def record_run(run_dir: str | Path) -> dict:
     run = Path(run_dir)
     if not run.is_dir():
         raise UserError(f"{run}: run folder not found")
+    if not (run / "config.json").is_file():  # train.py writes it first: without it, this is no run folder
+        raise UserError(f"{run}: not a run folder (no config.json; a run folder is data/saved/<experiment>/<run-id>)")
     if not (run / COMPLETE_MARKER).is_file():
         raise UserError(f"{run}: not a finished run (no {COMPLETE_MARKER}); finish it with train.py --resume {run}")
     if (run / RECORD).exists():

@@ -178,6 +178,7 @@ def _copied_split(run: Path) -> None:
 @pytest.mark.parametrize("damage, needle", [
     (lambda r: (r / "metrics.json").unlink(), "no metrics.json"),
     (lambda r: (r / "trained_model.pth").unlink(), "trained_model.pth: missing"),
+    (lambda r: (r / "config.json").unlink(), "not a run folder (no config.json"),  # not "finish it with --resume"
     (lambda r: shutil.rmtree(r / "sims"), "no sims/<split>.npy"),
     (lambda r: [shutil.copy(r / "sims" / f"val{e}", r / "sims" / f"test{e}") for e in (".npy", ".json")],
      "for split 'val', not 'test'"),
