@@ -117,9 +117,27 @@ def load_sims(path: str | os.PathLike, split: str = "test", mmap: bool = True) -
         require_complete_run(path, [f"sims/{split}.npy", f"sims/{split}.json"])
     else:
         npy = resolve_sims_path(path, split)
+        run = enclosing_run(npy)
+        if run is not None:  # RUN/sims/<split>.npy named directly: the same checks as the run folder itself
+            require_complete_run(run, [f"sims/{npy.name}", f"sims/{npy.with_suffix('.json').name}"])
+            return _read_checked(run, npy, npy.stem, mmap)
         for f in (npy, npy.with_suffix(".json")):  # a file of a completed output set must still be the recorded one
             verify_recorded_file(f, rerun="the stage that wrote it")
     return _read_checked(Path(path), npy, split, mmap)
+
+
+RUN_FOLDER_FILES = ("config.json", "run.json", "complete.json")  # train.py writes the first two when it starts
+
+
+def enclosing_run(npy: Path) -> Path | None:
+    """``RUN`` when ``npy`` is ``RUN/sims/<name>.npy`` of a training run folder, else None.
+
+    Such a file gets its run's completion checks: without them the matrix of a killed or hand-edited run, which
+    ``--run RUN`` refuses, was read as a file of the user's own."""
+    sims_dir = npy.parent
+    if sims_dir.name == "sims" and any((sims_dir.parent / f).is_file() for f in RUN_FOLDER_FILES):
+        return sims_dir.parent
+    return None
 
 
 def same_matrix(a: np.ndarray, b: np.ndarray, block_bytes: int = 64 * 2**20) -> bool:

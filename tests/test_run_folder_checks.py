@@ -112,6 +112,30 @@ def test_every_reader_refuses_a_run_folder_without_a_valid_record(tmp_path, caps
     refuse(*argv, [needle, where], tmp_path, capsys)
 
 
+@pytest.mark.parametrize("case", [c for c in BROKEN_RUNS if c != "sims-subfolder"])
+def test_a_matrix_named_inside_a_run_folder_gets_the_run_checks(tmp_path, capsys, case):
+    """``fusion.py --sims RUN/sims/test.npy`` is refused exactly as ``--run RUN`` (it was read as the user's own
+    file when the run had no record)."""
+    make, needle = BROKEN_RUNS[case]
+    run = _run(tmp_path, "bad")
+    write_json(run / "run.json", {})  # as train.py writes when it creates the folder
+    bad = make(run)
+    where = bad / "sims" / "test.npy" if case == "test-not-in-record" else bad
+    refuse(FUSION, ["--sims", bad / "sims" / "test.npy", *FAST_FUSION], [needle, where], tmp_path, capsys)
+
+
+def test_a_matrix_named_inside_a_complete_run_is_read_and_its_split_checked(tmp_path, capsys):
+    run = _run(tmp_path, "good")
+    out = tmp_path / "fused"
+    assert run_cli(FUSION, [str(a) for a in ["--sims", run / "sims" / "test.npy", "--out", out, *FAST_FUSION]]) == 0
+    assert any(out.iterdir())
+    man = json.loads((run / "sims" / "val.json").read_text())
+    man["split"] = "test"  # val's manifest relabelled: the record catches the edit before the split check
+    write_json(run / "sims" / "val.json", man)
+    refuse(FUSION, ["--sims", run / "sims" / "val.npy", *FAST_FUSION], [run / "sims" / "val.json", "changed"],
+           tmp_path, capsys)
+
+
 @pytest.mark.parametrize("main, extra", [(FUSION, FAST_FUSION), (QPP, ["--eval_from_training_config", *FAST_QPP])])
 def test_newest_run_selection_refuses_an_unrecorded_newest_run(tmp_path, capsys, main, extra):
     """--config picks the newest finished run; when that one has no record it is refused, not silently replaced
