@@ -360,7 +360,8 @@ def _first(ids: list[str], n: int = 3) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m data.clotho CFG [--splits train,val,test]``: load and print counts, shapes and the load time."""
+    """``python -m data.clotho CFG [--splits train,val,test]``: load, print counts, shapes, the load time and the
+    content warnings of data/content_checks.py (duplicate clips across or within splits, all-zero features)."""
     import argparse
 
     from utils.config import load_config
@@ -368,7 +369,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     from utils.cli import ArgumentParser  # one-line usage errors, exit 2
 
     parser = ArgumentParser(prog="python -m data.clotho",
-                                     description="Load (and validate) the data set named by a config; print a summary.")
+                            description="Load (and validate) the data set named by a config; print a summary, and warn "
+                                        "about duplicate clips (within or across splits: leakage) and all-zero "
+                                        "features.")
     parser.add_argument("config")
     parser.add_argument("--splits", default="train,val,test")
     parser.add_argument("--custom_args", default=None)
@@ -380,6 +383,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         shapes = ", ".join(f"{e} {tuple(a.shape)} ({int(d.ind[e].sum())} present)" for e, a in d.experts.items())
         print(f"{split}: {len(d)} clips x {d.text.shape[1]} captions; text {tuple(d.text.shape)}; {shapes}")
     print(f"loaded in {time.time() - t0:.1f}s")
+    from data.content_checks import content_warnings
+    warnings = content_warnings(data)
+    for line in warnings:
+        print(f"warning: {line}")
+    if not warnings:
+        print("content: no duplicate clips, no all-zero features")
 
 
 if __name__ == "__main__":
