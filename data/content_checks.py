@@ -6,13 +6,16 @@
 * all-zero clips: an expert's features present (not the NaN marker of a missing clip) but all zeros, which is what
   a failed extraction writes; a missing clip should be stored as NaN so that the model ignores that expert.
 
-``python -m data.clotho CONFIG`` prints them as warnings; nothing is refused (real collections may hold genuine
+``python -m data.clotho CONFIG`` prints them as warnings and ``python -m data.extract`` notes the duplicates among the
+clips it extracted (:func:`same_features`); nothing is refused (real collections may hold genuine
 silence or genuine duplicates). Cost: one pass over the features (an exact integer fingerprint per clip), then an
 exact comparison of the clips whose fingerprints collide.
 """
 from __future__ import annotations
 
 from typing import Mapping
+import hashlib
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -90,3 +93,23 @@ def _clips(n: int, split: str) -> str:
 def _same_clip(a, i: int, b, j: int) -> bool:
     return all(bool(a.ind[e][i]) == bool(b.ind[e][j]) and
                (not a.ind[e][i] or np.array_equal(a.experts[e][i], b.experts[e][j])) for e in a.experts)
+
+
+def same_features(clips: Iterable[tuple[str, Sequence[np.ndarray]]]) -> list[tuple[str, str]]:
+    """``(clip, earlier clip)`` for each clip whose feature arrays (one per expert) equal an earlier clip's exactly.
+
+    For freshly extracted clips of any length (data.extract): a digest of each clip's bytes, shapes and dtypes."""
+    seen: dict[bytes, str] = {}
+    found = []
+    for cid, arrays in clips:
+        h = hashlib.blake2b(digest_size=16)
+        for a in arrays:
+            a = np.ascontiguousarray(a)
+            h.update(repr((a.shape, a.dtype.str)).encode())
+            h.update(a.data)
+        key = h.digest()
+        if key in seen:
+            found.append((cid, seen[key]))
+        else:
+            seen[key] = cid
+    return found

@@ -305,6 +305,7 @@ def run(args: argparse.Namespace) -> dict:
                             f"per split); first left out: {skipped[0][0]} ({skipped[0][1]})")
         splits, unlisted = assign_splits(kept, ratios, args.split_seed), []
 
+    duplicates = _note_duplicates(results, names, splits)
     t1 = time.perf_counter()
     tokens = {cid: [tokenize(c) for c in captions[cid]] for cid in kept}
     flat = [" ".join(t) for cid in kept for t in tokens[cid]]
@@ -355,6 +356,7 @@ def run(args: argparse.Namespace) -> dict:
         "padded": {r.rel: r.padded for r in results if r.padded},
         "skipped": [{"file": rel, "reason": why} for rel, why in mismatches + bad],
         "not_in_split_lists": unlisted,
+        "same_features": [{"file": rel, "same_as": other} for rel, other in duplicates],
         "options": {"pad_short": args.pad_short, "silence_dbfs": args.silence_dbfs, "max_seconds": args.max_seconds},
     }
     try:
@@ -369,6 +371,25 @@ def run(args: argparse.Namespace) -> dict:
           f"audio {wall_audio:.1f}s ({speed}), text {wall_text:.1f}s; {len(report['padded'])} padded, "
           f"{len(report['skipped'])} skipped (extract.json)", file=sys.stderr)
     return report
+
+
+def _note_duplicates(results, names: list[str], splits: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """Clips whose features equal an earlier clip's in every expert (the same recording under two names?): a note,
+    saying when the two landed in different splits (leakage: a test clip the model was trained on)."""
+    from data.content_checks import same_features
+
+    found = same_features((r.rel, [r.features[n] for n in names]) for r in results)
+    if found:
+        split_of = {cid: s for s, members in splits.items() for cid in members}
+        across = [(a, b) for a, b in found if split_of.get(a) != split_of.get(b)]
+        rel, other = (across or found)[0]
+        where = (f"; {len(across)} in another split than its twin, e.g. {rel} ({split_of.get(rel, 'no split')}) and "
+                 f"{other} ({split_of.get(other, 'no split')}): leakage" if across else "; each in its twin's split")
+        many = len(found) != 1
+        print(f"note: {len(found)} clip{'s' * many} ha{'ve' if many else 's'} the same features as another clip in "
+              f"every expert (the same recording twice? first: {found[0][0]} = {found[0][1]}){where} (extract.json: "
+              "same_features)", file=sys.stderr)
+    return found
 
 
 def _ratio(audio_seconds: float, seconds: float) -> float | None:

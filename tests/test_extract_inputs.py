@@ -420,3 +420,22 @@ def test_re_extracting_with_fewer_experts_removes_the_earlier_experts_files_only
     (foreign / "aggregated_soundnet" / "soundnet-raw.hickle").write_bytes(b"someone else's features")
     assert _extract(audio, csv_path, foreign) == 0
     assert (foreign / "aggregated_soundnet" / "soundnet-raw.hickle").read_bytes() == b"someone else's features"
+
+
+def test_the_same_recording_under_two_names_is_noted_with_its_splits(tmp_path, capsys):
+    """A copied file in train and test is leakage; the extraction says so and records the pair in extract.json."""
+    import shutil
+
+    audio, csv_path = _folder(tmp_path)
+    out = tmp_path / "arch"
+    assert _extract(audio, csv_path, out) == 0
+    assert "same features" not in capsys.readouterr().err
+    assert json.loads((out / "extract.json").read_text())["same_features"] == []
+    shutil.copy(audio / "a.wav", audio / "f.wav")
+    lists = _lists(tmp_path / "lists", train=["a.wav", "b.wav"], val=["c.wav", "d.wav"], test=["e.wav", "f.wav"])
+    assert _extract(audio, csv_path, out, "--split-lists", str(lists)) == 0
+    err = capsys.readouterr().err
+    assert ("note: 1 clip has the same features as another clip in every expert (the same recording twice? "
+            "first: f.wav = a.wav); 1 in another split than its twin, e.g. f.wav (test) and a.wav (train): "
+            "leakage (extract.json: same_features)") in err
+    assert json.loads((out / "extract.json").read_text())["same_features"] == [{"file": "f.wav", "same_as": "a.wav"}]
