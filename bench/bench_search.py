@@ -170,7 +170,7 @@ def main(argv=None):
     ap.add_argument("--ef-search", type=int_list(1), default=f"16,32,64,128,512,{DEFAULT_EF_SEARCH}",
                     help=f"HNSW efSearch values to sweep ({DEFAULT_EF_SEARCH}: search.py's default)")
     ap.add_argument("--threads", type=thread_count_or_0, default=0, help="FAISS OpenMP threads (default: FAISS's own)")
-    ap.add_argument("--out", default="bench/out/bench_search.json", help="JSON results (default bench/out/bench_search.json)")
+    ap.add_argument("--out", default="bench/out/bench_search.json", help="JSON results (default: this path)")
     args = ap.parse_args(argv)
     import faiss
 

@@ -369,8 +369,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     parser = ArgumentParser(prog="python -m data.clotho",
                                      description="Load (and validate) the data set named by a config; print a summary.")
-    parser.add_argument("config", help="training config JSON, e.g. configs/clotho/train-vggish-vggsound.json")
-    parser.add_argument("--splits", default="train,val,test", help="comma-separated splits to load (default train,val,test)")
+    parser.add_argument("config", help="training config, e.g. configs/clotho/train-vggish-vggsound.json")
+    parser.add_argument("--splits", default="train,val,test", help="comma-separated splits to load (default: all)")
     parser.add_argument("--custom_args", default=None, help="config overrides \"key.sub=value,...\", as in train.py")
     args = parser.parse_args(argv)
     config = load_config(args.config, args.custom_args)
