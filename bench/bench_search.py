@@ -153,23 +153,24 @@ def main(argv=None):
     ap.add_argument("--n", type=positive_int, default=1_000_000, help="clips in the collection (default 1,000,000)")
     ap.add_argument("--dims", type=int_list(1), default="768,768",
                     help="embedding size per expert (default CE's 768,768)")
-    ap.add_argument("--data", default="clustered", choices=("clustered", "random"))
+    ap.add_argument("--data", default="clustered", choices=("clustered", "random"),
+                    help="clustered (default): cluster structure like trained embeddings; random: isotropic Gaussian")
     ap.add_argument("--like", metavar="RUN", help="instead of --data: clips from a Gaussian fitted to RUN's saved "
                                                   "test index (search.py builds it), queries = RUN's real query "
                                                   "vectors for random test captions")
     ap.add_argument("--clusters", type=positive_int, default=2000, help="latent event centres (clustered data)")
     ap.add_argument("--queries", type=positive_int, default=200, help="queries for recall (default 200)")
-    ap.add_argument("--k", type=positive_int, default=10)
+    ap.add_argument("--k", type=positive_int, default=10, help="top-k of the recall check (default 10)")
     ap.add_argument("--nlist", type=nonneg_int, default=0, help="IVF cells (default ≈ sqrt(n))")
     ap.add_argument("--train-size", type=nonneg_int, default=0, help="IVF training vectors (default: search.py's, 64 x nlist, at least 10,000)")
     ap.add_argument("--nprobe", type=int_list(1), default=None,
                     help="IVF nprobe values to sweep (default 16,32,64,128 and search.py's default, nlist / 4)")
     ap.add_argument("--hnsw-n", type=nonneg_int, default=50_000, help="clips for the HNSW run (0: skip; its build is "
-                                                                  "slow on 2 cores, so it runs on a prefix)")
+                                                                  "slow on 2 cores, so by default it runs on a prefix of 50,000)")
     ap.add_argument("--ef-search", type=int_list(1), default=f"16,32,64,128,512,{DEFAULT_EF_SEARCH}",
                     help=f"HNSW efSearch values to sweep ({DEFAULT_EF_SEARCH}: search.py's default)")
     ap.add_argument("--threads", type=thread_count_or_0, default=0, help="FAISS OpenMP threads (default: FAISS's own)")
-    ap.add_argument("--out", default="bench/out/bench_search.json")
+    ap.add_argument("--out", default="bench/out/bench_search.json", help="JSON results (default: this path)")
     args = ap.parse_args(argv)
     import faiss
 

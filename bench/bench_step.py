@@ -43,10 +43,10 @@ def _parser():
     p = ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--parts", action="store_true", help="split a step's time by kind of work (torch profiler)")
     p.add_argument("--compile", action="store_true", help="eager vs torch.compile (cold and warm cache)")
-    p.add_argument("--precision", default="bf16", choices=("float32", "bf16"))
+    p.add_argument("--precision", default="bf16", choices=("float32", "bf16"), help="training precision (default bf16)")
     p.add_argument("--steps", type=positive_int, default=20, help="steps timed after the warm-up (default 20)")
     p.add_argument("--threads", type=thread_count, default=None, help="torch CPU threads (default: all available)")
-    p.add_argument("--config", default=CONFIG)
+    p.add_argument("--config", default=CONFIG, help="training config of the model (default CE on the synthetic set)")
     p.add_argument("--one", choices=("eager", "compiled"), help=argparse.SUPPRESS)  # child process
     return p
 

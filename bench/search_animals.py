@@ -27,7 +27,8 @@ QUERIES = {"cat": "a cat meowing", "cow": "a cow mooing", "dog": "a dog barking"
 
 def main(argv=None):
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--index-dir", default=None)
+    ap.add_argument("--index-dir", default=None, help="where feature caches and zero-shot indexes live (default: "
+                    "search.py's, data/saved/audio-index)")
     args = ap.parse_args(argv)
     folder = ovos_folder()
     ranks = []

@@ -65,7 +65,7 @@ def main(argv=None):
 
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="a complete run trained on the synthetic set")
-    ap.add_argument("--split", default="test")
+    ap.add_argument("--split", default="test", help="the run's split whose clips are searched (default test)")
     ap.add_argument("--out", default=None, help="JSON output (default RUN/search_quality.json)")
     ap.add_argument("--cli-repeats", type=positive_int, default=3, help="timed search.py invocations")
     ap.add_argument("--threads", type=thread_count_or_0, default=0, help="torch threads (default: torch's own)")

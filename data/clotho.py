@@ -372,9 +372,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                             description="Load (and validate) the data set named by a config; print a summary, and warn "
                                         "about duplicate clips (within or across splits: leakage) and all-zero "
                                         "features.")
-    parser.add_argument("config")
-    parser.add_argument("--splits", default="train,val,test")
-    parser.add_argument("--custom_args", default=None)
+    parser.add_argument("config", help="training config, e.g. configs/clotho/train-vggish-vggsound.json")
+    parser.add_argument("--splits", default="train,val,test", help="comma-separated splits to load (default: all)")
+    parser.add_argument("--custom_args", default=None, help="config overrides \"key.sub=value,...\", as in train.py")
     args = parser.parse_args(argv)
     config = load_config(args.config, args.custom_args)
     t0 = time.time()

@@ -25,6 +25,7 @@ from utils.errors import UserError
 from utils.io import read_json, write_json
 from utils.outputs import RECORD, check_target, output_set, recover, require_complete, verify_recorded_file
 
+WRITER = "fusion.py"  # recorded in complete.json: --out may replace only a set of this writer
 PROTOCOL_NOTE = (
     "Fused queries use all K captions of the target clip, so the fused rows (N queries) are not comparable "
     "one-to-one with the single-caption baselines (K*N queries, or N with caption 0); oracle_best_caption "
@@ -104,12 +105,12 @@ def main_from_args(args: argparse.Namespace) -> dict:
                             f"for the {manifest.split} split)")
         methods = [m for m in methods if m != "weighted_combsum"]
     out = Path(args.out) if args.out else _default_out(run_dir, in_path, args.split)
-    check_target(out)  # --out must be absent or a previous fusion output (never a file or a foreign folder)
+    check_target(out, writer=WRITER)  # --out: absent or a previous fusion output (never a file or another's folder)
     from fusion.normalize import get_ops
     get_ops(args.device)  # fail on a bad --device before anything is written
     params = {"norm": args.norm, "depth": args.depth, "k": args.rrf_k, "weights": weights}
     try:
-        with output_set(out, writer="fusion.py") as tmp:  # complete-or-refuse: built aside, swapped in (utils/outputs)
+        with output_set(out, writer=WRITER) as tmp:  # complete-or-refuse: built aside, swapped in (utils/outputs)
             results = run_fusion(sims, manifest, tmp, methods, params, device=args.device, trec_depth=args.trec_depth,
                                  resamples=args.resamples, plot=args.plot, progress=not args.quiet,
                                  extra={"input": str(in_path), "legacy_weights": args.legacy_weights},

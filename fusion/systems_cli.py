@@ -15,6 +15,7 @@ from utils.errors import UserError
 from utils.io import write_json
 from utils.outputs import check_target, output_set
 
+WRITER = "fusion.py --runs"  # recorded in complete.json: --out may replace only a set of this writer
 OPTIMIZE_METRICS = ("mAP10", "R1", "R5", "R10", "geometric_mean_R1-R5-R10")  # higher is better
 _STEP_RANGE = float_in(0.01, 0.5)  # at least 2 steps; at most 100 (the grid grows as steps^(systems-1))
 
@@ -107,10 +108,10 @@ def main_from_args(args: argparse.Namespace) -> dict:
                             "(run folders with sims/val.npy, or --val-runs)")
         methods.remove(LEARNED)
     out = Path(args.out) if args.out else _default_out(systems)
-    check_target(out)  # absent or a previous output set (never a file or a foreign folder)
+    check_target(out, writer=WRITER)  # absent or a previous output set of this command (never a foreign folder)
     from fusion.system_report import format_table
     try:
-        with output_set(out, writer="fusion.py --runs") as tmp:  # built aside, recorded, swapped in (utils/outputs)
+        with output_set(out, writer=WRITER) as tmp:  # built aside, recorded, swapped in (utils/outputs)
             results = _fuse(systems, tmp, methods, eval_qrels, args)
     except FusionOverflow as err:  # the output set was discarded; name the matrix with the largest |score|
         data = [d for s in systems for d in (s.test, s.val) if d is not None]

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from retrieval.index import AudioIndex, Layout
-from retrieval.index_store import IndexStore
+from retrieval.index_store import STALE_FORMAT, IndexStore
 from utils.errors import UserError
 from utils.io import file_stamp
 from utils.outputs import RUN_MODEL
@@ -155,8 +155,10 @@ class FolderSearch:
         t0 = time.perf_counter()
         fp = self.fingerprint(self.rels)
         if not rebuild:
-            # the old shards are read only when they are used: as they are (current) or extended (files only added)
-            man = self.store.manifest() if self.store.status(fp).startswith("stale") else None
+            # the old shards are read only when they are used: as they are (current) or extended (files only added);
+            # an index of an earlier format is rebuilt whole (its manifest does not validate as the current format)
+            first = self.store.status(fp)
+            man = self.store.manifest() if first.startswith("stale") and first != STALE_FORMAT else None
             extend = man is not None and self._only_added(man["fingerprint"], fp)
             status, index = self.store.open(fp, load_stale=extend)
             if status == "current":

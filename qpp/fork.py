@@ -21,6 +21,8 @@ from utils.errors import UserError
 from utils.io import write_json, write_text
 from utils.outputs import check_target, output_set
 
+FORK_WRITER = "qpp.py --reproduce-fork"  # recorded in complete.json: --out may replace only a set of this writer
+
 
 def run_fork(run_dir: str | Path, *, seed: int = 0, device: str = "cpu", out_dir: str | Path | None = None,
              n_resamples: int = 10_000, encoder: str | Path | None = None,
@@ -39,7 +41,7 @@ def run_fork(run_dir: str | Path, *, seed: int = 0, device: str = "cpu", out_dir
     check_captions(tr_man, "train", ["minilm"], run_dir)
     k = ev_man.captions_per_clip
     out = Path(out_dir) if out_dir else run_dir / "qpp" / "fork"
-    check_target(out, ("cache",))
+    check_target(out, ("cache",), writer=FORK_WRITER)
     y_tr = compute_targets(tr_sims, tr_man.gt_cols(), ordinal=True)["log2_rank"]
     tg_ev = compute_targets(ev_sims, ev_man.gt_cols(), ordinal=True)
     y_ev = tg_ev["log2_rank"]
@@ -73,7 +75,7 @@ def run_fork(run_dir: str | Path, *, seed: int = 0, device: str = "cpu", out_dir
     res = {"run": str(run_dir), "recipe": "fork: MiniLM only, in-sample fit on train, ordinal log2 ranks, r/15 weights",
            "encoder": enc_name,
            "models": results, "fusion": fusion_rows, "significance_p": sig, "timings_s": {"total": time.time() - t_start}}
-    with output_set(out, writer="qpp.py --reproduce-fork", keep=("cache",)) as tmp:
+    with output_set(out, writer=FORK_WRITER, keep=("cache",)) as tmp:
         write_predictions(tmp / "predictions.csv", ev_man, k, y_ev, "log2_rank", preds, "minilm")
         write_json(tmp / "results.json", res)
         write_text(tmp / "results.md", f"# The fork's QPP recipe on {run_dir}\n\nencoder: {enc_name}\n\n"

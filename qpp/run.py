@@ -26,6 +26,7 @@ from qpp.weights import MAPPINGS, weights_from_predictions
 from utils.errors import UserError
 from utils.outputs import check_target, output_set
 
+WRITER = "qpp.py"  # the writer recorded in complete.json: --out may replace only a set of this writer
 QPP_KEEP = ("cache", "fork", "input")  # sub-folders of <run>/qpp/ that are not part of its output set (kept across re-runs; input: a TREC run materialised by qpp.py --trec-run)
 
 DEFAULT_FEATURES = ("lexical", "score", "variation")
@@ -59,7 +60,7 @@ def run_qpp(run_dir: str | Path, *, fit_split: str = "val", cv: int | None = Non
     wmodels = [weights_model] if weights_model else [m for m in WEIGHT_MODEL_CANDIDATES if m in all_models] or all_models[:1]
     blocks_all = expand_groups(groups)
     out = Path(out_dir) if out_dir else run_dir / "qpp"
-    check_target(out, QPP_KEEP)  # before any work: --out must be a folder this stage may replace
+    check_target(out, QPP_KEEP, writer=WRITER)  # before any work: --out must be a folder this stage may replace
     cache = out / "cache"
 
     ev_sims, ev_man = load_split(run_dir, "test")
@@ -156,7 +157,7 @@ def run_qpp(run_dir: str | Path, *, fit_split: str = "val", cv: int | None = Non
                     "selection": tuning},
         "fusion": fusion, "timings_s": {kk: round(v, 3) for kk, v in timings.items()},
     }
-    with output_set(out, writer="qpp.py", keep=QPP_KEEP) as tmp:  # complete-or-refuse (utils/outputs.py)
+    with output_set(out, writer=WRITER, keep=QPP_KEEP) as tmp:  # complete-or-refuse (utils/outputs.py)
         write_outputs(tmp, out, res_json, ev_man, k, tg_ev[target], target, preds, wfeat, weights, run_dir, plots,
                       feature_sets, all_models, results, y_ev, t_start, log)
     log(f"qpp: wrote {out} ({res_json['timings_s']['total']:.1f}s)")

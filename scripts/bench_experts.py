@@ -88,7 +88,8 @@ def _embed_aisfx(rels: list[str], folder: Path) -> tuple[list[np.ndarray], float
 def main(argv=None) -> None:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--collection", required=True, help="folder with audio/ and labels.json")
-    parser.add_argument("--experts", default="yamnet,soundnet,aisfx")
+    parser.add_argument("--experts", default="yamnet,soundnet,aisfx", help="comma-separated experts to measure "
+                        "(default yamnet,soundnet,aisfx)")
     args = parser.parse_args(argv)
     import torch
 

@@ -44,8 +44,9 @@ def main(argv=None) -> None:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", help="a run folder with sims/<split>.npy + .json")
     parser.add_argument("--zero-shot", metavar="ROOT_FEAT", help="score YAMNet zero-shot search of this archive")
-    parser.add_argument("--labels", required=True)
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--labels", required=True,
+                        help="labels.json of the collection (scripts/make_real_collection.py)")
+    parser.add_argument("--split", default="test", help="--run: the split whose sims are scored (default test)")
     parser.add_argument("--temperature", type=float_in(1e-6), default=0.05,  # cos / 1e-6 cannot overflow
                         help="softmax temperature of the zero-shot class scores (>= 1e-6; default 0.05)")
     args = parser.parse_args(argv)

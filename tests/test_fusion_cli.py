@@ -1,5 +1,6 @@
 """fusion.py end to end on synthetic runs: outputs, --legacy-weights, and every bad input (exit 2, one line)."""
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import fusion as _pkg  # noqa: F401  (the package; the script is loaded below by path)
 from retrieval.sims_io import build_manifest, load_sims, save_sims
 from utils.errors import run_cli
-from utils.outputs import write_run_record
+from utils.outputs import output_set, write_run_record
 
 ROOT = Path(__file__).resolve().parents[1]
 N, K = 12, 5
@@ -60,6 +61,26 @@ def test_run_writes_contract_files(run_dir, capsys):
     assert manifest.query_ids == manifest.clip_ids
     assert len((out / "rrf.trec").read_text().splitlines()) == N * N  # depth 100 > N
     assert (out / "qrels.trec").is_file() and (out / "results.md").is_file()
+
+
+def test_out_naming_a_run_folder_or_another_stages_output_is_refused(run_dir, tmp_path, capsys):
+    """docs/FORMATS.md: --out must be absent or a previous output set of the same kind. A training run folder and
+    qpp.py's output carry a complete.json too; fusion.py replaced them whole (the run's checkpoint deleted)."""
+    other_run = tmp_path / "saved" / "tiny-x" / "2026-01-02_00-00-00_seed-0"
+    shutil.copytree(run_dir, other_run)
+    before = sorted(p.name for p in other_run.iterdir())
+    argv = ["--run", str(run_dir), "--resamples", "20", "--quiet", "--no-plot", "--out"]
+    rc, cap = _cli(argv + [str(other_run)], capsys)
+    assert rc == 2 and cap.err.count("\n") == 1 and str(other_run) in cap.err and "tests" in cap.err, cap.err
+    assert sorted(p.name for p in other_run.iterdir()) == before
+    qpp_out = tmp_path / "qpp-out"
+    with output_set(qpp_out, writer="qpp.py") as tmp:
+        (tmp / "weights.npy").write_bytes(b"w")
+    rc, cap = _cli(argv + [str(qpp_out)], capsys)
+    assert rc == 2 and "qpp.py" in cap.err and (qpp_out / "weights.npy").read_bytes() == b"w", cap.err
+    for _ in range(2):  # new, then its own previous output set, which it replaces
+        rc, cap = _cli(argv + [str(tmp_path / "f")], capsys)
+        assert rc == 0, cap.err
 
 
 def test_config_newest_run_and_plot(run_dir, tmp_path, capsys):

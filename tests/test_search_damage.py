@@ -343,6 +343,19 @@ def test_zero_shot_index_damage_is_rebuilt(zero_shot, capsys, name, damage):
     assert f"{folder}: index is damaged (" in err and name in err
 
 
+def test_zero_shot_index_of_the_previous_format_is_rebuilt_as_stale(zero_shot, capsys):
+    """docs/SEARCH.md: an index of the earlier format is stale (rebuilt), for an audio folder as for a run's split
+    (the audio-folder path read the old manifest to look for added files and stopped with "damaged index")."""
+    argv, idx = zero_shot
+    ref = _zs_ref(capsys, argv)
+    folder = Path(ref["index"]["folder"])
+    _json_edit(lambda m: m.update(format="audio-index/1"))(folder / "manifest.json")
+    rc, got, err = _run(capsys, argv)
+    assert rc == 0, err
+    assert got["index"]["status"] == "built" and got["results"] == ref["results"] and got["notes"] == ref["notes"]
+    assert f"{folder}: index is stale (index format changed); rebuilding" in err and "damaged" not in err
+
+
 def test_zero_shot_skipped_files_accumulate_over_appends(animals3, tmp_path, capsys):
     folder = tmp_path / "a"
     folder.mkdir()

@@ -93,6 +93,22 @@ def test_output_set_swaps_and_refuses_foreign_folders(tmp_path):
     assert (foreign / "x").read_text() == "keep"
 
 
+def test_output_set_replaces_only_a_set_of_its_own_writer(tmp_path):
+    """A folder recorded by another writer (a training run, qpp.py's output) is another stage's: refused, kept."""
+    out = tmp_path / "out"
+    with output_set(out, writer="qpp.py") as tmp:
+        (tmp / "weights.npy").write_bytes(b"w")
+    with pytest.raises(UserError, match=r"holds the output of qpp\.py, not of fusion\.py"):
+        with output_set(out, writer="fusion.py") as tmp:
+            (tmp / "combsum.npy").write_bytes(b"c")
+    assert (out / "weights.npy").read_bytes() == b"w" and not (out / "combsum.npy").exists()
+    (out / RECORD).write_text("not json")
+    with pytest.raises(UserError, match="not a complete output folder"):
+        with output_set(out, writer="qpp.py"):
+            pass
+    assert (out / "weights.npy").read_bytes() == b"w"
+
+
 def test_recover_after_a_kill_between_the_renames(tmp_path):
     out = tmp_path / "qpp"
     with output_set(out, writer="t", keep=("cache",)) as tmp:

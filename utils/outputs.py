@@ -42,7 +42,7 @@ def output_set(out: str | os.PathLike, *, writer: str, keep: Iterable[str] = ())
     out = Path(out)
     keep = tuple(keep)
     recover(out, keep)
-    check_target(out, keep)
+    check_target(out, keep, writer=writer)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -56,16 +56,31 @@ def output_set(out: str | os.PathLike, *, writer: str, keep: Iterable[str] = ())
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def check_target(out: Path, keep: Iterable[str] = ()) -> None:
-    """``out`` must be absent, or a folder holding a previous output set (or only ``keep`` entries)."""
+def check_target(out: Path, keep: Iterable[str] = (), *, writer: str) -> None:
+    """``out`` must be absent, or a folder holding a previous output set of ``writer`` (or only ``keep`` entries).
+
+    A set recorded by another writer is another stage's output, or a training run folder (``train.py`` records
+    one too): refused, never replaced."""
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder (name an output folder)")
-    if out.is_dir() and not (out / RECORD).is_file():
+    if not out.is_dir():
+        return
+    if not (out / RECORD).is_file():
         foreign = sorted(p.name for p in out.iterdir()  # temporaries of nested writers (qpp/.fork.tmp-*) are ours
                          if p.name not in set(keep) and stale_temp_owner(p.name) is None)
         if foreign:
             raise UserError(f"{out}: exists and is not a complete output folder of this toolkit (no {RECORD}; holds "
                             f"{foreign[0]!r}); name a new or empty folder, or delete it")
+        return
+    try:
+        previous = read_json(out / RECORD).get("writer")
+    except (UserError, AttributeError):  # not JSON, not an object
+        raise UserError(f"{out}: exists and is not a complete output folder of this toolkit (unreadable {RECORD}); "
+                        "name a new or empty folder, or delete it") from None
+    if previous != writer:
+        raise UserError(f"{out}: holds the output of {previous}, not of {writer} (its {RECORD}); name a new folder "
+                        "or a previous output folder of this command")
 
 
 def write_record(folder: str | os.PathLike, writer: str, exclude: Iterable[str] = (),
