@@ -35,6 +35,7 @@ from trainer.guards import (check_checkpoint_identity, check_disjoint_splits, ch
 from trainer.optim import build_optimizer, build_scheduler
 from trainer.precision import (autocast, check_supported, holds_eval_splits, precision_of, prepare_model,
                                prepare_optimizer, store_features)
+from trainer.run_lock import RunFolderLock
 from trainer.run_log import MONITOR, close_logger, format_metrics, make_logger, silent_logger
 from trainer.runtime import configure_torch, resolve_device, set_seeds
 from utils.config import config_hash, first_difference
@@ -66,6 +67,16 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
     ``threads``: torch CPU threads (default: $OMP_NUM_THREADS, else all available CPUs; on resume the run's
     recorded count, and another one only with ``force_threads``).
     """
+    lock = RunFolderLock()  # the writing process holds the run folder until its results are written (run_lock.py)
+    try:
+        return _fit_locked(config, config_path, device, resume, lock, quiet=quiet, stop_after_epochs=stop_after_epochs,
+                           data=data, splits_loader=splits_loader, threads=threads, force_threads=force_threads)
+    finally:
+        lock.release()
+
+
+def _fit_locked(config, config_path, device, resume, lock: RunFolderLock, *, quiet, stop_after_epochs, data,
+                splits_loader, threads, force_threads) -> Path:
     t_start = time.perf_counter()
     device = device if isinstance(device, torch.device) else resolve_device(device)
     ddp = current_context()  # torchrun: rank 0 writes, the others train their shards (trainer/distributed.py)
@@ -73,6 +84,8 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
     check_values(config, "config")  # also a run's config.json read back for --resume
     if resume is not None:
         if ddp.is_writer:
+            if Path(resume).is_dir() and not (Path(resume) / COMPLETE_MARKER).is_file():  # else refused below
+                lock.acquire(resume)  # before anything of the folder is read, swept or written
             sweep_stale_temps(resume, depth=2)  # temporaries of the killed process (a checkpoint write: up to 300 MB)
         threads = resume_threads(Path(resume), threads, force_threads)
     configure_torch(device, threads)
@@ -142,6 +155,7 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
     new_run = ckpt is None and ddp.is_writer
     with discard_on_failure(run_dir, new_run=new_run, fresh_dirs=fresh_dirs):
         if new_run:
+            lock.acquire(run_dir)  # a fresh folder: nobody else holds it
             write_json(run_dir / "config.json", config)
             write_run_env(run_dir, device, config_path)
         logger = make_logger(run_dir, quiet) if ddp.is_writer else silent_logger()
