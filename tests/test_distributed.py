@@ -190,6 +190,68 @@ def _worker(cfg_path: str, config_name: str, out: str) -> None:
     train.main(["--resume", str(stopped), "--device", "cpu", "--threads", "1", "--quiet"])  # leaves the group
 
 
+def _cli_rank(env: dict[str, str], argv: list[str]) -> None:
+    """One rank of ``--launch-cli``: ``train.py ARGV`` as its command line runs it (one line + exit 2 on bad input)."""
+    import train
+    from utils.errors import run_cli
+
+    os.environ.update(env)
+    code = run_cli(train.main, argv)
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+def _launch_cli(argvs_json: str) -> None:
+    """``python tests/test_distributed.py --launch-cli '[ARGV_RANK0, ARGV_RANK1, ...]'``: one train.py command line per
+    rank (forked after one import of torch, as ``_launch``); prints the ranks' exit codes as JSON once all ended."""
+    import multiprocessing
+    import socket
+
+    import train  # noqa: F401  (inherited by the forked ranks)
+    from trainer import trainer  # noqa: F401
+
+    argvs = json.loads(argvs_json)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ranks = []
+    for rank, argv in enumerate(argvs):
+        env = {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(len(argvs)),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        ranks.append(multiprocessing.get_context("fork").Process(target=_cli_rank, args=(env, argv)))
+        ranks[-1].start()
+    for p in ranks:
+        p.join(timeout=120)
+        if p.is_alive():
+            p.kill()
+            p.join()
+    print(json.dumps([p.exitcode for p in ranks]))
+
+
+def _run_ranks(argvs: list[list[str]]) -> tuple[list[int], str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    proc = subprocess.run([sys.executable, str(Path(__file__)), "--launch-cli", json.dumps(argvs)], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def test_ranks_started_for_different_runs_stop_together(tiny_data_dir, tmp_path):
+    """A rank with another config (another --custom_args on one node) trained with the others' averaged gradients
+    and the run ended with exit 0, written with rank 0's config.json; now every rank exits 2 with one line naming
+    the key, and nothing is written."""
+    base = (f"data_loader.args.data_dir={tiny_data_dir},data_loader.args.synthetic.enabled=false,"
+            f"trainer.save_dir={tmp_path / 'saved'},arch.args.use_ce=")
+    argv = ["--config", "configs/clotho-synthetic/tiny-ce.json", "--device", "cpu", "--quiet", "--epochs", "1"]
+    codes, err = _run_ranks([argv + ["--custom_args", base], argv + ["--custom_args", base + ",optimizer.args.lr=0.5"]])
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert codes == [2, 2] and "Traceback" not in err, err
+    assert lines == ["error: distributed: rank 1 was started for another run than rank 0 (config.optimizer.args.lr: "
+                     "rank 0 has 0.01, rank 1 has 0.5); every rank must run the same train.py command on the same "
+                     "data"] * 2, err
+    assert not (tmp_path / "saved").exists()
+
+
 def _compare(a: str, b: str, rtol: str) -> None:
     """``python tests/test_distributed.py --compare RUN_A RUN_B RTOL``: print the largest differences between two
     run folders and exit 1 unless they agree within ``RTOL`` (docs/DISTRIBUTED.md: the GPU check)."""
@@ -245,5 +307,7 @@ def _rank(env: dict[str, str], worker_args: tuple[str, ...]) -> None:
 
 if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "--launch":
     _launch(*sys.argv[2:])
+elif __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--launch-cli":
+    _launch_cli(sys.argv[2])
 elif __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--compare":
     _compare(*sys.argv[2:])

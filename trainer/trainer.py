@@ -81,6 +81,57 @@ def _fit_locked(config, config_path, device, resume, lock: RunFolderLock, *, qui
     device = device if isinstance(device, torch.device) else resolve_device(device)
     ddp = current_context()  # torchrun: rank 0 writes, the others train their shards (trainer/distributed.py)
     quiet = quiet or not ddp.is_writer
+    # Each rank checks its own inputs; under torchrun the ranks settle each phase together (ddp.together): an error
+    # on one rank stops every rank with its message, and every rank must have started the same run.
+    with ddp.together(lambda: {"config": config, "resume": None if resume is None else str(resume)}):
+        chash, run_dir, ckpt = _open_run(config, config_path, resume, lock, device, threads, force_threads)
+    trainer_cfg = config["trainer"]
+    seed = int(config.get("seed", 0))
+    epochs = int(trainer_cfg["epochs"])
+    dump_splits = list(trainer_cfg.get("dump_splits", ["val", "test"]))
+
+    # Model first (RNG order as in the original), then the data, then (new runs) the run folder, so that bad
+    # input fails before anything is written.
+    set_seeds(seed)
+    model = ddp.prepare_model(build_model(config).to(device))
+    t0 = time.perf_counter()
+    reads_archive = data is None and splits_loader is None
+    with ddp.together(lambda: {"archive file sizes": _archive_sizes(config) if reads_archive else None}):
+        data = _load_data(config, data, splits_loader, dump_splits)
+    t_data = time.perf_counter() - t0
+    fresh_dirs: list[Path] = []
+    if ckpt is None:
+        with ddp.together():
+            if ddp.is_writer:
+                exp_dir = Path(trainer_cfg["save_dir"]) / experiment_name(config_path)
+                sweep_stale_temps(exp_dir, depth=3)  # killed runs: checkpoint and sims temporaries
+                fresh_dirs = [d for d in (exp_dir, exp_dir.parent) if not d.exists()]  # removed again if the run fails
+                run_dir = make_run_dir(trainer_cfg["save_dir"], experiment_name(config_path), seed)
+        if ddp.active:
+            run_dir = ddp.share_path(run_dir if ddp.is_writer else None)  # rank 0's new folder, on every rank
+    new_run = ckpt is None and ddp.is_writer
+    with discard_on_failure(run_dir, new_run=new_run, fresh_dirs=fresh_dirs):
+        if new_run:
+            lock.acquire(run_dir)  # a fresh folder: nobody else holds it
+            write_json(run_dir / "config.json", config)
+            write_run_env(run_dir, device, config_path)
+        logger = make_logger(run_dir, quiet) if ddp.is_writer else silent_logger()
+        try:
+            return _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop_after_epochs,
+                        model, data, t_data, dump_splits, splits_loader or load_splits, t_start)
+        except KeyboardInterrupt:
+            if ddp.is_writer:
+                _report_interrupt(run_dir, new_run, fresh_dirs, logger, quiet)
+            raise
+        finally:
+            close_logger(logger)
+
+
+def _open_run(config, config_path, resume, lock: RunFolderLock, device, threads, force_threads):
+    """The checks of a run's config and, for a resume, of its folder and checkpoint (rank 0 takes the folder's
+    lock first); also sets torch's threads. Returns the config hash, the run folder (None for a new run) and the
+    checkpoint (None for a new run)."""
+    ddp = current_context()
     check_values(config, "config")  # also a run's config.json read back for --resume
     if resume is not None:
         if ddp.is_writer:
@@ -90,36 +141,32 @@ def _fit_locked(config, config_path, device, resume, lock: RunFolderLock, *, qui
         threads = resume_threads(Path(resume), threads, force_threads)
     configure_torch(device, threads)
     trainer_cfg = config["trainer"]
-    seed = int(config.get("seed", 0))
-    epochs = int(trainer_cfg["epochs"])
-    if epochs < 1:
+    if int(trainer_cfg["epochs"]) < 1:
         raise UserError("config: trainer.epochs must be >= 1")
     chash = config_hash(config)
     check_supported(precision_of(config), device)
-
-    if resume is not None:
-        run_dir = Path(resume)
-        _check_resumable(run_dir, config, chash)
-        ckpt = load_checkpoint(run_dir / LAST_NAME)
-        check_checkpoint_identity(run_dir, ckpt, chash)
-        _check_same_data(run_dir, ckpt, config)
-        for stale in run_dir.rglob(".*.tmp*"):  # temporaries of writes interrupted by the kill
-            if ddp.is_writer:
-                stale.unlink(missing_ok=True)
-    else:
-        if config_path is None:
-            raise UserError("fit: config_path is required for a new run")
-        ckpt = None
-    dump_splits = list(trainer_cfg.get("dump_splits", ["val", "test"]))
-    for s in dump_splits:
+    for s in trainer_cfg.get("dump_splits", ["val", "test"]):
         if s not in ("train", "val", "test"):
             raise UserError(f"config: trainer.dump_splits: unknown split {s!r}")
+    if resume is None:
+        if config_path is None:
+            raise UserError("fit: config_path is required for a new run")
+        return chash, None, None
+    run_dir = Path(resume)
+    _check_resumable(run_dir, config, chash)
+    ckpt = load_checkpoint(run_dir / LAST_NAME)
+    check_checkpoint_identity(run_dir, ckpt, chash)
+    _check_same_data(run_dir, ckpt, config)
+    for stale in run_dir.rglob(".*.tmp*"):  # temporaries of writes interrupted by the kill
+        if ddp.is_writer:
+            stale.unlink(missing_ok=True)
+    return chash, run_dir, ckpt
 
-    # Model first (RNG order as in the original), then the data, then (new runs) the run folder, so that bad
-    # input fails before anything is written.
-    set_seeds(seed)
-    model = ddp.prepare_model(build_model(config).to(device))
-    t0 = time.perf_counter()
+
+def _load_data(config: dict, data: dict[str, TensorSplit] | None, splits_loader, dump_splits: list[str]
+               ) -> dict[str, TensorSplit]:
+    """Train and val (and, when held, the evaluation splits), after every split the run needs was validated."""
+    ddp = current_context()
     loader = splits_loader or load_splits
     preflight = data is None or splits_loader is not None  # every split the run needs, validated up front
     needed = [s for s in dump_splits + ["test"] if data is None or s not in data]
@@ -143,31 +190,14 @@ def _fit_locked(config, config_path, device, resume, lock: RunFolderLock, *, qui
         data.update(loader(config, [s for s in dict.fromkeys(needed) if s not in data]))
     if reads_archive:  # once the split lists are validated, before any epoch (the final evaluation reads them)
         check_qrels_files(config, ("val", "test"))
-    t_data = time.perf_counter() - t0
-    fresh_dirs: list[Path] = []
-    if ckpt is None and ddp.is_writer:
-        exp_dir = Path(trainer_cfg["save_dir"]) / experiment_name(config_path)
-        sweep_stale_temps(exp_dir, depth=3)  # killed runs: checkpoint and sims temporaries
-        fresh_dirs = [d for d in (exp_dir, exp_dir.parent) if not d.exists()]  # removed again if the run fails
-        run_dir = make_run_dir(trainer_cfg["save_dir"], experiment_name(config_path), seed)
-    if ckpt is None and ddp.active:
-        run_dir = ddp.share_path(run_dir if ddp.is_writer else None)  # rank 0's new folder, on every rank
-    new_run = ckpt is None and ddp.is_writer
-    with discard_on_failure(run_dir, new_run=new_run, fresh_dirs=fresh_dirs):
-        if new_run:
-            lock.acquire(run_dir)  # a fresh folder: nobody else holds it
-            write_json(run_dir / "config.json", config)
-            write_run_env(run_dir, device, config_path)
-        logger = make_logger(run_dir, quiet) if ddp.is_writer else silent_logger()
-        try:
-            return _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop_after_epochs,
-                        model, data, t_data, dump_splits, splits_loader or load_splits, t_start)
-        except KeyboardInterrupt:
-            if ddp.is_writer:
-                _report_interrupt(run_dir, new_run, fresh_dirs, logger, quiet)
-            raise
-        finally:
-            close_logger(logger)
+    return data
+
+
+def _archive_sizes(config: dict) -> dict:
+    """What ranks compare of the archive they read (sizes: a copy on another node keeps them, not its mtimes)."""
+    from data.clotho import archive_stamp
+
+    return {rel: None if stamp is None else stamp[0] for rel, stamp in archive_stamp(config).items()}
 
 
 def _report_interrupt(run_dir: Path, new_run: bool, fresh_dirs: list[Path], logger, quiet: bool) -> None:
