@@ -25,6 +25,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from trainer.distributed import DistContext, GlobalBatchNorm, _bounds, convert_batchnorm  # noqa: E402
 
+TINY = REPO_ROOT / "configs" / "clotho-synthetic" / "tiny-ce.json"
 RTOL = 1e-5  # float tolerance between 1 and 2 processes (global BN statistics and sums are reduced differently)
 
 
@@ -250,6 +251,31 @@ def test_ranks_started_for_different_runs_stop_together(tiny_data_dir, tmp_path)
                      "rank 0 has 0.01, rank 1 has 0.5); every rank must run the same train.py command on the same "
                      "data"] * 2, err
     assert not (tmp_path / "saved").exists()
+
+
+def test_resume_with_another_number_of_processes_is_refused_unless_forced(tiny_data_dir, tmp_path):
+    """A run resumed by another world size went on with other bits (a 2-process run resumed by 1 or 3 processes:
+    bf16 train loss 7e-6 / 2e-5 relative) without a word, while another --threads is refused: the checkpoint now
+    records its process count."""
+    from tests.test_trust_inputs import snapshot
+    from trainer.trainer import fit
+    from utils.config import load_config
+
+    custom = (f"data_loader.args.data_dir={tiny_data_dir},data_loader.args.synthetic.enabled=false,"
+              f"trainer.save_dir={tmp_path / 'saved'},trainer.epochs=2,arch.args.use_ce=")
+    run = fit(load_config(TINY, custom), TINY, "cpu", quiet=True, threads=1, stop_after_epochs=1)  # 1 process
+    before = snapshot(run)
+    resume = ["--resume", str(run), "--device", "cpu", "--quiet"]
+    codes, err = _run_ranks([resume, resume])
+    assert codes == [2, 2] and "Traceback" not in err, err
+    assert err.splitlines() == [f"error: --resume {run}: the run was trained by 1 process, this resume runs 2 "
+                                "processes; the process count changes the numbers. Resume with python train.py "
+                                f"--resume {run}, or add --force-world-size to accept different bits"] * 2
+    assert snapshot(run) == before
+    codes, err = _run_ranks([resume + ["--force-world-size"]] * 2)
+    assert codes == [0, 0], err
+    assert _metrics(run)["numerics"]["processes"] == 2
+    assert "the checkpoint was written by 1 (--force-world-size: other bits)" in (run / "train.log").read_text()
 
 
 def _compare(a: str, b: str, rtol: str) -> None:

@@ -30,8 +30,8 @@ from trainer.distributed import current_context
 from trainer.export import TensorSplit, as_tensor_split, compute_sims
 from trainer.final_eval import evaluate_and_write
 from trainer.guards import (check_checkpoint_identity, check_disjoint_splits, check_finite_loss, check_finite_sims,
-                            check_qrels_files, discard_on_failure, discard_run_dir, preflight_splits, resume_threads,
-                            write_run_env)
+                            check_qrels_files, check_world_size, discard_on_failure, discard_run_dir, preflight_splits,
+                            resume_command, resume_threads, write_run_env)
 from trainer.optim import build_optimizer, build_scheduler
 from trainer.precision import (autocast, check_supported, holds_eval_splits, precision_of, prepare_model,
                                prepare_optimizer, store_features)
@@ -58,25 +58,27 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
         resume: str | os.PathLike | None = None, *, quiet: bool = False,
         stop_after_epochs: int | None = None, data: dict[str, TensorSplit] | None = None,
         splits_loader: Callable[[dict, list[str]], dict[str, TensorSplit]] | None = None,
-        threads: int | None = None, force_threads: bool = False) -> Path:
+        threads: int | None = None, force_threads: bool = False, force_world_size: bool = False) -> Path:
     """Train one seed (``config["seed"]``) and write its run folder; returns the run folder.
 
     ``resume``: a run folder holding ``checkpoint-last.pth``; training continues after its epoch.
     ``stop_after_epochs`` (tests): return right after that epoch's checkpoint, as if the process were killed.
     ``data``: preloaded ``{split: TensorSplit}`` (benchmarks, tests); otherwise loaded with ``load_clotho``.
     ``threads``: torch CPU threads (default: $OMP_NUM_THREADS, else all available CPUs; on resume the run's
-    recorded count, and another one only with ``force_threads``).
+    recorded count, and another one only with ``force_threads``). ``force_world_size``: resume with another number
+    of processes than the checkpoint's (other bits).
     """
     lock = RunFolderLock()  # the writing process holds the run folder until its results are written (run_lock.py)
     try:
         return _fit_locked(config, config_path, device, resume, lock, quiet=quiet, stop_after_epochs=stop_after_epochs,
-                           data=data, splits_loader=splits_loader, threads=threads, force_threads=force_threads)
+                           data=data, splits_loader=splits_loader, threads=threads,
+                           force=(force_threads, force_world_size))
     finally:
         lock.release()
 
 
 def _fit_locked(config, config_path, device, resume, lock: RunFolderLock, *, quiet, stop_after_epochs, data,
-                splits_loader, threads, force_threads) -> Path:
+                splits_loader, threads, force: tuple[bool, bool]) -> Path:
     t_start = time.perf_counter()
     device = device if isinstance(device, torch.device) else resolve_device(device)
     ddp = current_context()  # torchrun: rank 0 writes, the others train their shards (trainer/distributed.py)
@@ -84,7 +86,7 @@ def _fit_locked(config, config_path, device, resume, lock: RunFolderLock, *, qui
     # Each rank checks its own inputs; under torchrun the ranks settle each phase together (ddp.together): an error
     # on one rank stops every rank with its message, and every rank must have started the same run.
     with ddp.together(lambda: {"config": config, "resume": None if resume is None else str(resume)}):
-        chash, run_dir, ckpt = _open_run(config, config_path, resume, lock, device, threads, force_threads)
+        chash, run_dir, ckpt = _open_run(config, config_path, resume, lock, device, threads, force)
     trainer_cfg = config["trainer"]
     seed = int(config.get("seed", 0))
     epochs = int(trainer_cfg["epochs"])
@@ -114,7 +116,7 @@ def _fit_locked(config, config_path, device, resume, lock: RunFolderLock, *, qui
         if new_run:
             lock.acquire(run_dir)  # a fresh folder: nobody else holds it
             write_json(run_dir / "config.json", config)
-            write_run_env(run_dir, device, config_path)
+            write_run_env(run_dir, device, config_path, ddp.world_size)
         logger = make_logger(run_dir, quiet) if ddp.is_writer else silent_logger()
         try:
             return _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop_after_epochs,
@@ -127,7 +129,7 @@ def _fit_locked(config, config_path, device, resume, lock: RunFolderLock, *, qui
             close_logger(logger)
 
 
-def _open_run(config, config_path, resume, lock: RunFolderLock, device, threads, force_threads):
+def _open_run(config, config_path, resume, lock: RunFolderLock, device, threads, force: tuple[bool, bool]):
     """The checks of a run's config and, for a resume, of its folder and checkpoint (rank 0 takes the folder's
     lock first); also sets torch's threads. Returns the config hash, the run folder (None for a new run) and the
     checkpoint (None for a new run)."""
@@ -138,7 +140,7 @@ def _open_run(config, config_path, resume, lock: RunFolderLock, device, threads,
             if Path(resume).is_dir() and not (Path(resume) / COMPLETE_MARKER).is_file():  # else refused below
                 lock.acquire(resume)  # before anything of the folder is read, swept or written
             sweep_stale_temps(resume, depth=2)  # temporaries of the killed process (a checkpoint write: up to 300 MB)
-        threads = resume_threads(Path(resume), threads, force_threads)
+        threads = resume_threads(Path(resume), threads, force[0])
     configure_torch(device, threads)
     trainer_cfg = config["trainer"]
     if int(trainer_cfg["epochs"]) < 1:
@@ -156,6 +158,7 @@ def _open_run(config, config_path, resume, lock: RunFolderLock, device, threads,
     _check_resumable(run_dir, config, chash)
     ckpt = load_checkpoint(run_dir / LAST_NAME)
     check_checkpoint_identity(run_dir, ckpt, chash)
+    check_world_size(run_dir, ckpt, ddp.world_size, force[1])
     _check_same_data(run_dir, ckpt, config)
     for stale in run_dir.rglob(".*.tmp*"):  # temporaries of writes interrupted by the kill
         if ddp.is_writer:
@@ -204,7 +207,7 @@ def _report_interrupt(run_dir: Path, new_run: bool, fresh_dirs: list[Path], logg
     """Ctrl-C: say where the run stands and how to continue it; a new run with nothing to resume from is removed."""
     if (run_dir / LAST_NAME).is_file():
         message = (f"interrupted: {run_dir} holds a resume checkpoint ({LAST_NAME}); continue with "
-                   f"python train.py --resume {run_dir}")
+                   f"{resume_command(run_dir, current_context().world_size)}")
     elif new_run:
         message = f"interrupted before the first checkpoint: {run_dir} removed (nothing to resume from)"
     else:
@@ -290,7 +293,10 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
         best_state = ckpt["best_state"] if ckpt["best_state"] is not None else cpu_state_dict(model)
         for k, v in ckpt.get("timings", {}).items():
             timings[k] = float(v)
-        logger.info(f"resumed {run_dir} after epoch {start_epoch - 1} (best epoch {best_epoch}, geom {best:.2f})")
+        logger.info(f"resumed {run_dir} after epoch {start_epoch - 1} (best epoch {best_epoch}, geom {best:.2f})"
+                    + (f" | {ddp.world_size} processes" if ddp.active else "")
+                    + (f"; the checkpoint was written by {ckpt['processes']} (--force-world-size: other bits)"
+                       if ckpt.get("processes", ddp.world_size) != ddp.world_size else ""))
     else:
         logger.info(f"run {run_dir} seed {seed} device {device} params {n_params:,} config {chash}"
                     + (f" | {ddp.world_size} processes, global batch {batch_size}" if ddp.active else ""))
@@ -358,7 +364,7 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch,
             "best": best, "best_epoch": best_epoch, "history": history, "config_hash": chash, "timings": timings,
-            "threads": torch.get_num_threads(), "data_stamp": data_stamp,
+            "threads": torch.get_num_threads(), "data_stamp": data_stamp, "processes": ddp.world_size,
             # the best weights are the current ones whenever this epoch improved: don't store them twice
             "best_state": None if best_epoch == epoch else best_state,
         })
