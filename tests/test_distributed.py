@@ -80,6 +80,8 @@ def test_two_processes_follow_one_process_and_resume(tiny_config, tiny_config_pa
     assert set(runs["grad_errors"]) == {"2", "3", "25"}
     assert all(loss < 1e-12 and grad < 1e-9 for loss, grad in runs["grad_errors"].values()), runs["grad_errors"]
     assert runs["drift"] == "distributed: rank 1's w differs from rank 0's (the replicas drifted)"
+    error, completed = runs["final_drift"]
+    assert error.startswith("distributed: rank 1's ") and error.endswith("(the replicas drifted)") and not completed
 
     # Rank 0 alone wrote: one folder per run, the log says 2 processes, one line of output (the resumed run).
     assert sorted(p.name for p in full.parent.iterdir()) == sorted([full.name, stopped.name])
@@ -180,6 +182,7 @@ def _worker(cfg_path: str, config_name: str, out: str) -> None:
     stopped = fit(json.loads(json.dumps(cfg)), config_name, device, quiet=True, threads=1, stop_after_epochs=1)
     ranks = [None, None]
     dist.all_gather_object(ranks, dist.get_rank())
+    final_drift = _drift_after_the_last_checkpoint(cfg, config_name, device)
     try:  # weights that differ between ranks are refused (per-rank randomness would make them drift)
         current_context().check_replicas({"w": torch.tensor([1.0, 2.0 + dist.get_rank()])})
         drift = "not caught"
@@ -187,7 +190,8 @@ def _worker(cfg_path: str, config_name: str, out: str) -> None:
         drift = str(err)
     if dist.get_rank() == 0:
         Path(out).write_text(json.dumps({"full": str(full), "stopped": str(stopped), "grad_errors": grad_errors, "drift": drift,
-                                         "world_size": dist.get_world_size(), "ranks": ranks}))
+                                         "world_size": dist.get_world_size(), "ranks": ranks,
+                                         "final_drift": final_drift}))
     train.main(["--resume", str(stopped), "--device", "cpu", "--threads", "1", "--quiet"])  # leaves the group
 
 
@@ -276,6 +280,32 @@ def test_resume_with_another_number_of_processes_is_refused_unless_forced(tiny_d
     assert codes == [0, 0], err
     assert _metrics(run)["numerics"]["processes"] == 2
     assert "the checkpoint was written by 1 (--force-world-size: other bits)" in (run / "train.log").read_text()
+
+
+def _drift_after_the_last_checkpoint(cfg: dict, config_name: str, device) -> list:
+    """A run whose replicas drift after the last checkpoint (rank 1's optimizer steps twice as far: a difference the
+    config check cannot see, e.g. another CPU's rounding in the update) with no checkpoint at all (save_period >
+    epochs): it ended with exit 0 and rank 0's weights. Returns [the error, rank 0 wrote metrics.json]."""
+    import torch.distributed as dist
+
+    from trainer import trainer
+
+    cfg = json.loads(json.dumps(cfg))
+    cfg["trainer"].update(save_period=10, save_dir=cfg["trainer"]["save_dir"] + "-drift")
+    build = trainer.build_optimizer
+    if dist.get_rank() == 1:
+        trainer.build_optimizer = lambda config, params: build(
+            dict(config, optimizer={**config["optimizer"], "args": {**config["optimizer"]["args"],
+                                                                  "lr": 2 * config["optimizer"]["args"]["lr"]}}),
+            params)
+    try:
+        trainer.fit(cfg, config_name, device, quiet=True, threads=1)
+        error = "not caught"
+    except RuntimeError as err:
+        error = str(err)
+    finally:
+        trainer.build_optimizer = build
+    return [error, any(Path(cfg["trainer"]["save_dir"]).rglob("metrics.json"))]
 
 
 def _compare(a: str, b: str, rtol: str) -> None:

@@ -374,6 +374,8 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
             return run_dir
 
     # ------------------------------------------------------------------------------------------ final evaluation
+    if ddp.active:  # rank 0 evaluates its own copy: compared once more (the epochs after the last checkpoint)
+        ddp.check_replicas(model.state_dict())
     if not ddp.is_writer:
         return run_dir  # distributed: rank 0 evaluates and writes
     del optimizer, scheduler  # ~3x the model size of state, not needed any more (peak memory)
