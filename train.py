@@ -15,7 +15,7 @@ from utils.openmp_env import configure_openmp_waiting  # noqa: E402 - must prece
 configure_openmp_waiting()
 
 from utils.cli import ArgumentParser, positive_int, thread_count
-from utils.errors import UserError, exit_process, run_cli
+from utils.errors import UserError, exit_process, run_cli, sigterm_as_interrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,11 +69,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     from trainer.distributed import init_distributed, shutdown_distributed
     from trainer.runtime import resolve_device
 
-    device = init_distributed(resolve_device(args.device))  # under torchrun: join the group, device of this rank
-    try:
-        _main(args, device)
-    finally:
-        shutdown_distributed()
+    with sigterm_as_interrupt():  # SIGTERM ends a run as Ctrl-C does (torchrun sends it when another rank fails)
+        device = init_distributed(resolve_device(args.device))  # under torchrun: join the group, this rank's device
+        try:
+            _main(args, device)
+        finally:
+            shutdown_distributed()
 
 
 def _main(args: argparse.Namespace, device) -> None:

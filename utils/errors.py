@@ -9,14 +9,39 @@ utils.outputs), so nothing half-written is left behind.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import signal
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 
 class UserError(Exception):
     """Bad input or usage. The message names the file / key / clip id at fault."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's time limit, torchrun stopping the other ranks when one failed) inside
+    :func:`sigterm_as_interrupt`: it ends a run as Ctrl-C does (a resume command printed, or a new run with nothing to
+    resume from removed) instead of killing the process on the spot."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Raise :class:`Terminated` on SIGTERM while the block runs (main thread only; the previous handler after)."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        previous, installed = signal.signal(signal.SIGTERM, handler), True
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        previous, installed = None, False
+    try:
+        yield
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def os_error_message(err: OSError) -> str:
@@ -39,7 +64,10 @@ def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] 
     except OSError as err:
         print(f"error: {os_error_message(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        if isinstance(err, Terminated):
+            print("terminated", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print("interrupted", file=sys.stderr)
         return 130
     return 0
