@@ -206,24 +206,25 @@ def _cli_rank(env: dict[str, str], argv: list[str]) -> None:
     sys.exit(code)
 
 
-def _launch_cli(argvs_json: str) -> None:
-    """``python tests/test_distributed.py --launch-cli '[ARGV_RANK0, ARGV_RANK1, ...]'``: one train.py command line per
-    rank (forked after one import of torch, as ``_launch``); prints the ranks' exit codes as JSON once all ended."""
+def _launch_cli(ranks_json: str) -> None:
+    """``python tests/test_distributed.py --launch-cli '[{"argv": [...], "env": {...}}, ...]'``: one train.py command
+    line (and extra environment) per rank, forked after one import of torch as in ``_launch``; prints the ranks' exit
+    codes as JSON once all ended."""
     import multiprocessing
     import socket
 
     import train  # noqa: F401  (inherited by the forked ranks)
     from trainer import trainer  # noqa: F401
 
-    argvs = json.loads(argvs_json)
+    specs = json.loads(ranks_json)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     ranks = []
-    for rank, argv in enumerate(argvs):
-        env = {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(len(argvs)),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
-        ranks.append(multiprocessing.get_context("fork").Process(target=_cli_rank, args=(env, argv)))
+    for rank, spec in enumerate(specs):
+        env = {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(len(specs)),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), **spec["env"]}
+        ranks.append(multiprocessing.get_context("fork").Process(target=_cli_rank, args=(env, spec["argv"])))
         ranks[-1].start()
     for p in ranks:
         p.join(timeout=120)
@@ -233,9 +234,10 @@ def _launch_cli(argvs_json: str) -> None:
     print(json.dumps([p.exitcode for p in ranks]))
 
 
-def _run_ranks(argvs: list[list[str]]) -> tuple[list[int], str]:
+def _run_ranks(argvs: list[list[str]], envs: list[dict] | None = None) -> tuple[list[int], str]:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
-    proc = subprocess.run([sys.executable, str(Path(__file__)), "--launch-cli", json.dumps(argvs)], cwd=REPO_ROOT,
+    specs = [{"argv": argv, "env": (envs or [{}] * len(argvs))[r]} for r, argv in enumerate(argvs)]
+    proc = subprocess.run([sys.executable, str(Path(__file__)), "--launch-cli", json.dumps(specs)], cwd=REPO_ROOT,
                           env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
@@ -306,6 +308,19 @@ def _drift_after_the_last_checkpoint(cfg: dict, config_name: str, device) -> lis
     finally:
         trainer.build_optimizer = build
     return [error, any(Path(cfg["trainer"]["save_dir"]).rglob("metrics.json"))]
+
+
+def test_a_rank_that_dies_leaves_no_new_run_with_nothing_to_resume(tiny_data_dir, tmp_path):
+    """Rank 1 dies in epoch 1; rank 0 learns it from its next collective (\"Connection closed by peer\", often
+    before torchrun's SIGTERM), which killed it with a traceback and left a new run folder that --resume refuses.
+    Now rank 0 ends as on Ctrl-C: one line on where the run stands, the folder with nothing to resume removed."""
+    base = (f"data_loader.args.data_dir={tiny_data_dir},data_loader.args.synthetic.enabled=false,"
+            f"trainer.save_dir={tmp_path / 'saved'},arch.args.use_ce=")
+    argv = ["--config", "configs/clotho-synthetic/tiny-ce.json", "--device", "cpu", "--quiet", "--custom_args", base]
+    codes, err = _run_ranks([argv, argv], [{}, {"TOOLKIT_TEST_PAUSE": "exit:train-step@1"}])
+    assert codes == [1, 137], err
+    assert "stopped by an error (here or on another rank) before the first checkpoint: " in err, err
+    assert not (tmp_path / "saved").exists()  # the new run's folder, and the save folder it created
 
 
 def _compare(a: str, b: str, rtol: str) -> None:

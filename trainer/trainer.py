@@ -40,7 +40,7 @@ from trainer.run_log import MONITOR, close_logger, format_metrics, make_logger, 
 from trainer.runtime import configure_torch, resolve_device, set_seeds
 from utils.config import config_hash, first_difference
 from utils.config_rules import check_values
-from utils.errors import UserError
+from utils.errors import UserError, sigterm_deferred
 from utils.io import read_json, sweep_stale_temps, write_json
 from utils.paths import COMPLETE_MARKER, experiment_name, make_run_dir
 from utils.testhooks import pause
@@ -125,6 +125,13 @@ def _fit_locked(config, config_path, device, resume, lock: RunFolderLock, *, qui
             if ddp.is_writer:
                 _report_interrupt(run_dir, new_run, fresh_dirs, logger, quiet)
             raise
+        except RuntimeError:
+            # torchrun: a rank that died shows here as a collective's error ("Connection closed by peer"), when it
+            # comes before torchrun's SIGTERM; the job is over either way, so the run folder is left as on Ctrl-C
+            if ddp.active and ddp.is_writer:
+                _report_interrupt(run_dir, new_run, fresh_dirs, logger, quiet, "stopped by an error (here or on "
+                                  "another rank)")
+            raise
         finally:
             close_logger(logger)
 
@@ -203,15 +210,21 @@ def _archive_sizes(config: dict) -> dict:
     return {rel: None if stamp is None else stamp[0] for rel, stamp in archive_stamp(config).items()}
 
 
-def _report_interrupt(run_dir: Path, new_run: bool, fresh_dirs: list[Path], logger, quiet: bool) -> None:
+def _report_interrupt(run_dir: Path, new_run: bool, fresh_dirs: list[Path], logger, quiet: bool,
+                      event: str = "interrupted") -> None:
     """Ctrl-C: say where the run stands and how to continue it; a new run with nothing to resume from is removed."""
+    with sigterm_deferred():  # torchrun's SIGTERM may come in the middle
+        _report_stop(run_dir, new_run, fresh_dirs, logger, quiet, event)
+
+
+def _report_stop(run_dir: Path, new_run: bool, fresh_dirs: list[Path], logger, quiet: bool, event: str) -> None:
     if (run_dir / LAST_NAME).is_file():
-        message = (f"interrupted: {run_dir} holds a resume checkpoint ({LAST_NAME}); continue with "
+        message = (f"{event}: {run_dir} holds a resume checkpoint ({LAST_NAME}); continue with "
                    f"{resume_command(run_dir, current_context().world_size)}")
     elif new_run:
-        message = f"interrupted before the first checkpoint: {run_dir} removed (nothing to resume from)"
+        message = f"{event} before the first checkpoint: {run_dir} removed (nothing to resume from)"
     else:
-        message = f"interrupted: {run_dir} unchanged"
+        message = f"{event}: {run_dir} unchanged"
     logger.info(message)  # train.log (and the console unless --quiet)
     if quiet:
         print(message, file=sys.stderr)

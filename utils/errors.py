@@ -27,10 +27,16 @@ class Terminated(KeyboardInterrupt):
     resume from removed) instead of killing the process on the spot."""
 
 
+_deferred = {"depth": 0, "pending": False}
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Raise :class:`Terminated` on SIGTERM while the block runs (main thread only; the previous handler after)."""
     def handler(signum, frame):
+        if _deferred["depth"]:
+            _deferred["pending"] = True  # raised when the cleanup in progress ends (sigterm_deferred)
+            return
         raise Terminated()
 
     try:
@@ -42,6 +48,19 @@ def sigterm_as_interrupt() -> Iterator[None]:
     finally:
         if installed:
             signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def sigterm_deferred() -> Iterator[None]:
+    """A cleanup that a SIGTERM must not cut in half (removing a run folder): the signal takes effect after it."""
+    _deferred["depth"] += 1
+    try:
+        yield
+    finally:
+        _deferred["depth"] -= 1
+        if not _deferred["depth"] and _deferred["pending"]:
+            _deferred["pending"] = False
+            raise Terminated()
 
 
 def os_error_message(err: OSError) -> str:
