@@ -78,18 +78,26 @@ def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] 
     try:
         main(argv)
     except UserError as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        say_line(f"error: {' '.join(str(err).split())}")
         return 2
     except OSError as err:
-        print(f"error: {os_error_message(err)}", file=sys.stderr)
+        say_line(f"error: {os_error_message(err)}")
         return 2
     except KeyboardInterrupt as err:
         if isinstance(err, Terminated):
-            print("terminated", file=sys.stderr)
+            say_line("terminated")
             return 128 + signal.SIGTERM
-        print("interrupted", file=sys.stderr)
+        say_line("interrupted")
         return 130
     return 0
+
+
+def say_line(text: str) -> None:
+    """One line on stderr in ONE write: under torchrun every rank prints its error line to the same terminal, and
+    ``print`` writes the text and its newline separately (stderr writes through), so two ranks' lines came out
+    glued together as ``...dataerror: ...``."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
 
 
 def exit_process(code: int) -> None:
