@@ -40,7 +40,7 @@ from trainer.run_log import MONITOR, close_logger, format_metrics, make_logger, 
 from trainer.runtime import configure_torch, resolve_device, set_seeds
 from utils.config import config_hash, first_difference
 from utils.config_rules import check_values
-from utils.errors import UserError, sigterm_deferred
+from utils.errors import UserError, say_line, sigterm_deferred
 from utils.io import read_json, sweep_stale_temps, write_json
 from utils.paths import COMPLETE_MARKER, experiment_name, make_run_dir
 from utils.testhooks import pause
@@ -227,7 +227,7 @@ def _report_stop(run_dir: Path, new_run: bool, fresh_dirs: list[Path], logger, q
         message = f"{event}: {run_dir} unchanged"
     logger.info(message)  # train.log (and the console unless --quiet)
     if quiet:
-        print(message, file=sys.stderr)
+        say_line(message)  # one write: other ranks print to the same terminal
     if new_run and not (run_dir / LAST_NAME).is_file():
         close_logger(logger)
         discard_run_dir(run_dir, fresh_dirs)
