@@ -15,7 +15,7 @@ from utils.openmp_env import configure_openmp_waiting  # noqa: E402 - must prece
 configure_openmp_waiting()
 
 from utils.cli import ArgumentParser, positive_int, thread_count
-from utils.errors import UserError, exit_process, run_cli
+from utils.errors import UserError, exit_process, run_cli, sigterm_as_interrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force-threads", action="store_true",
                    help="with --resume: accept a --threads different from the run's recorded count (the resumed "
                         "run then no longer matches an uninterrupted one bit for bit)")
+    p.add_argument("--force-world-size", action="store_true",
+                   help="with --resume: accept another number of processes (torchrun world size; 1 without torchrun) "
+                        "than the one that wrote the run's checkpoint (the resumed run then no longer matches an "
+                        "uninterrupted one bit for bit)")
     p.add_argument("--precision", default=None, choices=["float32", "bf16"],
                    help="shorthand for trainer.precision: float32 (today's numbers bit for bit) or bf16 (bfloat16 "
                         "autocast on CPU/CUDA, float32 master weights; the config default, ~2x faster on CPUs "
@@ -65,11 +69,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     from trainer.distributed import init_distributed, shutdown_distributed
     from trainer.runtime import resolve_device
 
-    device = init_distributed(resolve_device(args.device))  # under torchrun: join the group, device of this rank
-    try:
-        _main(args, device)
-    finally:
-        shutdown_distributed()
+    with sigterm_as_interrupt():  # SIGTERM ends a run as Ctrl-C does (torchrun sends it when another rank fails)
+        device = init_distributed(resolve_device(args.device))  # under torchrun: join the group, this rank's device
+        try:
+            _main(args, device)
+        finally:
+            shutdown_distributed()
 
 
 def _main(args: argparse.Namespace, device) -> None:
@@ -109,12 +114,12 @@ def _main(args: argparse.Namespace, device) -> None:
                 raise UserError("--custom_args/--epochs/--mini_train/--precision need --config when resuming")
             config = read_json(run_dir / "config.json")
         out = fit(config, args.config, device, resume=run_dir, quiet=args.quiet, threads=args.threads,
-                  force_threads=args.force_threads)
+                  force_threads=args.force_threads, force_world_size=args.force_world_size)
         say(out)
         return
 
-    if args.force_threads:
-        raise UserError("--force-threads applies to --resume only")
+    if args.force_threads or args.force_world_size:
+        raise UserError(f"--force-{'threads' if args.force_threads else 'world-size'} applies to --resume only")
     if not args.config:
         raise UserError("--config is required (unless --resume is given)")
     config = load_config(args.config, custom)

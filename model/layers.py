@@ -94,14 +94,14 @@ class _DoubleNormalize(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, v: torch.Tensor) -> torch.Tensor:
-        B = v.shape[0]
+        B, D, K = v.shape
         n1 = torch.linalg.vector_norm(v, dim=1, keepdim=True)          # (B, 1, K)
         d1 = n1.clamp_min(_DoubleNormalize.EPS)
         n2 = torch.linalg.vector_norm(n1 / d1, dim=2, keepdim=True)     # (B, 1, 1): ||u|| from the cluster norms
         d2 = n2.clamp_min(_DoubleNormalize.EPS)
         r = (d1 * d2).reciprocal()
         ctx.save_for_backward(v, n1, d1, n2, d2, r)
-        return (v * r).reshape(B, -1)
+        return (v * r).reshape(B, D * K)  # not (B, -1): a rank's shard may hold no clip (B = 0)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):

@@ -25,6 +25,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from trainer.distributed import DistContext, GlobalBatchNorm, _bounds, convert_batchnorm  # noqa: E402
 
+TINY = REPO_ROOT / "configs" / "clotho-synthetic" / "tiny-ce.json"
 RTOL = 1e-5  # float tolerance between 1 and 2 processes (global BN statistics and sums are reduced differently)
 
 
@@ -79,6 +80,8 @@ def test_two_processes_follow_one_process_and_resume(tiny_config, tiny_config_pa
     assert set(runs["grad_errors"]) == {"2", "3", "25"}
     assert all(loss < 1e-12 and grad < 1e-9 for loss, grad in runs["grad_errors"].values()), runs["grad_errors"]
     assert runs["drift"] == "distributed: rank 1's w differs from rank 0's (the replicas drifted)"
+    error, completed = runs["final_drift"]
+    assert error.startswith("distributed: rank 1's ") and error.endswith("(the replicas drifted)") and not completed
 
     # Rank 0 alone wrote: one folder per run, the log says 2 processes, one line of output (the resumed run).
     assert sorted(p.name for p in full.parent.iterdir()) == sorted([full.name, stopped.name])
@@ -179,6 +182,7 @@ def _worker(cfg_path: str, config_name: str, out: str) -> None:
     stopped = fit(json.loads(json.dumps(cfg)), config_name, device, quiet=True, threads=1, stop_after_epochs=1)
     ranks = [None, None]
     dist.all_gather_object(ranks, dist.get_rank())
+    final_drift = _drift_after_the_last_checkpoint(cfg, config_name, device)
     try:  # weights that differ between ranks are refused (per-rank randomness would make them drift)
         current_context().check_replicas({"w": torch.tensor([1.0, 2.0 + dist.get_rank()])})
         drift = "not caught"
@@ -186,8 +190,137 @@ def _worker(cfg_path: str, config_name: str, out: str) -> None:
         drift = str(err)
     if dist.get_rank() == 0:
         Path(out).write_text(json.dumps({"full": str(full), "stopped": str(stopped), "grad_errors": grad_errors, "drift": drift,
-                                         "world_size": dist.get_world_size(), "ranks": ranks}))
+                                         "world_size": dist.get_world_size(), "ranks": ranks,
+                                         "final_drift": final_drift}))
     train.main(["--resume", str(stopped), "--device", "cpu", "--threads", "1", "--quiet"])  # leaves the group
+
+
+def _cli_rank(env: dict[str, str], argv: list[str]) -> None:
+    """One rank of ``--launch-cli``: ``train.py ARGV`` as its command line runs it (one line + exit 2 on bad input)."""
+    import train
+    from utils.errors import run_cli
+
+    os.environ.update(env)
+    code = run_cli(train.main, argv)
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+def _launch_cli(ranks_json: str) -> None:
+    """``python tests/test_distributed.py --launch-cli '[{"argv": [...], "env": {...}}, ...]'``: one train.py command
+    line (and extra environment) per rank, forked after one import of torch as in ``_launch``; prints the ranks' exit
+    codes as JSON once all ended."""
+    import multiprocessing
+    import socket
+
+    import train  # noqa: F401  (inherited by the forked ranks)
+    from trainer import trainer  # noqa: F401
+
+    specs = json.loads(ranks_json)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ranks = []
+    for rank, spec in enumerate(specs):
+        env = {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(len(specs)),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), **spec["env"]}
+        ranks.append(multiprocessing.get_context("fork").Process(target=_cli_rank, args=(env, spec["argv"])))
+        ranks[-1].start()
+    for p in ranks:
+        p.join(timeout=120)
+        if p.is_alive():
+            p.kill()
+            p.join()
+    print(json.dumps([p.exitcode for p in ranks]))
+
+
+def _run_ranks(argvs: list[list[str]], envs: list[dict] | None = None) -> tuple[list[int], str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    specs = [{"argv": argv, "env": (envs or [{}] * len(argvs))[r]} for r, argv in enumerate(argvs)]
+    proc = subprocess.run([sys.executable, str(Path(__file__)), "--launch-cli", json.dumps(specs)], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+def test_ranks_started_for_different_runs_stop_together(tiny_data_dir, tmp_path):
+    """A rank with another config (another --custom_args on one node) trained with the others' averaged gradients
+    and the run ended with exit 0, written with rank 0's config.json; now every rank exits 2 with one line naming
+    the key, and nothing is written."""
+    base = (f"data_loader.args.data_dir={tiny_data_dir},data_loader.args.synthetic.enabled=false,"
+            f"trainer.save_dir={tmp_path / 'saved'},arch.args.use_ce=")
+    argv = ["--config", "configs/clotho-synthetic/tiny-ce.json", "--device", "cpu", "--quiet", "--epochs", "1"]
+    codes, err = _run_ranks([argv + ["--custom_args", base], argv + ["--custom_args", base + ",optimizer.args.lr=0.5"]])
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert codes == [2, 2] and "Traceback" not in err, err
+    assert lines == ["error: distributed: rank 1 was started for another run than rank 0 (config.optimizer.args.lr: "
+                     "rank 0 has 0.01, rank 1 has 0.5); every rank must run the same train.py command on the same "
+                     "data"] * 2, err
+    assert not (tmp_path / "saved").exists()
+
+
+def test_resume_with_another_number_of_processes_is_refused_unless_forced(tiny_data_dir, tmp_path):
+    """A run resumed by another world size went on with other bits (a 2-process run resumed by 1 or 3 processes:
+    bf16 train loss 7e-6 / 2e-5 relative) without a word, while another --threads is refused: the checkpoint now
+    records its process count."""
+    from tests.test_trust_inputs import snapshot
+    from trainer.trainer import fit
+    from utils.config import load_config
+
+    custom = (f"data_loader.args.data_dir={tiny_data_dir},data_loader.args.synthetic.enabled=false,"
+              f"trainer.save_dir={tmp_path / 'saved'},trainer.epochs=2,arch.args.use_ce=")
+    run = fit(load_config(TINY, custom), TINY, "cpu", quiet=True, threads=1, stop_after_epochs=1)  # 1 process
+    before = snapshot(run)
+    resume = ["--resume", str(run), "--device", "cpu", "--quiet"]
+    codes, err = _run_ranks([resume, resume])
+    assert codes == [2, 2] and "Traceback" not in err, err
+    assert err.splitlines() == [f"error: --resume {run}: the run was trained by 1 process, this resume runs 2 "
+                                "processes; the process count changes the numbers. Resume with python train.py "
+                                f"--resume {run}, or add --force-world-size to accept different bits"] * 2
+    assert snapshot(run) == before
+    codes, err = _run_ranks([resume + ["--force-world-size"]] * 2)
+    assert codes == [0, 0], err
+    assert _metrics(run)["numerics"]["processes"] == 2
+    assert "the checkpoint was written by 1 (--force-world-size: other bits)" in (run / "train.log").read_text()
+
+
+def _drift_after_the_last_checkpoint(cfg: dict, config_name: str, device) -> list:
+    """A run whose replicas drift after the last checkpoint (rank 1's optimizer steps twice as far: a difference the
+    config check cannot see, e.g. another CPU's rounding in the update) with no checkpoint at all (save_period >
+    epochs): it ended with exit 0 and rank 0's weights. Returns [the error, rank 0 wrote metrics.json]."""
+    import torch.distributed as dist
+
+    from trainer import trainer
+
+    cfg = json.loads(json.dumps(cfg))
+    cfg["trainer"].update(save_period=10, save_dir=cfg["trainer"]["save_dir"] + "-drift")
+    build = trainer.build_optimizer
+    if dist.get_rank() == 1:
+        trainer.build_optimizer = lambda config, params: build(
+            dict(config, optimizer={**config["optimizer"], "args": {**config["optimizer"]["args"],
+                                                                  "lr": 2 * config["optimizer"]["args"]["lr"]}}),
+            params)
+    try:
+        trainer.fit(cfg, config_name, device, quiet=True, threads=1)
+        error = "not caught"
+    except RuntimeError as err:
+        error = str(err)
+    finally:
+        trainer.build_optimizer = build
+    return [error, any(Path(cfg["trainer"]["save_dir"]).rglob("metrics.json"))]
+
+
+def test_a_rank_that_dies_leaves_no_new_run_with_nothing_to_resume(tiny_data_dir, tmp_path):
+    """Rank 1 dies in epoch 1; rank 0 learns it from its next collective (\"Connection closed by peer\", often
+    before torchrun's SIGTERM), which killed it with a traceback and left a new run folder that --resume refuses.
+    Now rank 0 ends as on Ctrl-C: one line on where the run stands, the folder with nothing to resume removed."""
+    base = (f"data_loader.args.data_dir={tiny_data_dir},data_loader.args.synthetic.enabled=false,"
+            f"trainer.save_dir={tmp_path / 'saved'},arch.args.use_ce=")
+    argv = ["--config", "configs/clotho-synthetic/tiny-ce.json", "--device", "cpu", "--quiet", "--custom_args", base]
+    codes, err = _run_ranks([argv, argv], [{}, {"TOOLKIT_TEST_PAUSE": "exit:train-step@1"}])
+    assert codes == [1, 137], err
+    assert "stopped by an error (here or on another rank) before the first checkpoint: " in err, err
+    assert not (tmp_path / "saved").exists()  # the new run's folder, and the save folder it created
 
 
 def _compare(a: str, b: str, rtol: str) -> None:
@@ -245,5 +378,7 @@ def _rank(env: dict[str, str], worker_args: tuple[str, ...]) -> None:
 
 if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "--launch":
     _launch(*sys.argv[2:])
+elif __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--launch-cli":
+    _launch_cli(sys.argv[2])
 elif __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--compare":
     _compare(*sys.argv[2:])

@@ -256,3 +256,15 @@ def test_fused_double_normalisation_is_netvlads_two_normalize_calls(case):
     (want,) = torch.autograd.grad(ref, v, upstream)
     scale = want.abs().amax(dim=(1, 2), keepdim=True)  # per clip: a clamped cluster's gradient is ~1e12 larger
     assert ((got - want).abs() / scale).max() < 1e-12
+
+
+def test_fused_double_normalisation_of_no_clip():
+    """A rank's shard of a small last batch can hold no clip (docs/DISTRIBUTED.md): the bf16 fast path crashed on it
+    (reshape(0, -1)), so 3 processes with a batch of 2 clips failed in the default precision."""
+    from model.layers import _DoubleNormalize
+
+    v = torch.randn(0, 6, 5, dtype=torch.float64, requires_grad=True)
+    out = _DoubleNormalize.apply(v)
+    assert out.shape == (0, 30)
+    (grad,) = torch.autograd.grad(out, v, torch.ones(0, 30, dtype=torch.float64))
+    assert grad.shape == v.shape

@@ -121,8 +121,34 @@ def test_resume_refuses_an_archive_changed_since_the_run_started(tmp_path, tiny_
     assert run_cli(_train, ["--resume", run, "--quiet"]) == 0 and (run / "metrics.json").is_file()
 
 
-def _interrupt_at(argv: list, point: str) -> tuple[int, str]:
-    """Start train.py, wait for the pause point, send SIGINT (Ctrl-C); returns (exit code, stderr)."""
+def test_a_second_resume_of_a_run_being_trained_is_refused(setup, capsys):
+    """Two `train.py --resume RUN` of one folder both trained into it (checkpoints, sims, metrics interleaved, exit
+    0 twice). The writer holds <run>/.train.lock (trainer/run_lock.py); here the test process holds it."""
+    from tests.test_trust_inputs import snapshot
+    from trainer.run_lock import LOCK_NAME, RunFolderLock
+    from trainer.trainer import fit
+    from utils.config import load_config
+
+    run = fit(load_config(TINY, setup["custom"]), TINY, "cpu", quiet=True, threads=1, stop_after_epochs=1)
+    assert not (run / LOCK_NAME).exists()  # released (and removed) when fit returned
+    holder = RunFolderLock()
+    holder.acquire(run)
+    try:
+        before = snapshot(run)
+        capsys.readouterr()
+        assert run_cli(_train, ["--resume", run, "--quiet"]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {run}: being trained by another process "
+                                                       f"(pid {os.getpid()} on "), lines
+        assert snapshot(run) == before  # nothing swept, read-modified or written
+    finally:
+        holder.release()
+    assert run_cli(_train, ["--resume", run, "--quiet"]) == 0  # free again: the resume runs to the end
+    assert (run / "metrics.json").is_file() and not (run / LOCK_NAME).exists()  # a finished run holds no lock file
+
+
+def _interrupt_at(argv: list, point: str, sig: int = signal.SIGINT) -> tuple[int, str]:
+    """Start train.py, wait for the pause point, send ``sig`` (SIGINT: Ctrl-C); returns (exit code, stderr)."""
     env = dict(os.environ, TOOLKIT_TEST_PAUSE=point, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, *map(str, argv)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
@@ -130,7 +156,7 @@ def _interrupt_at(argv: list, point: str) -> tuple[int, str]:
     for line in proc.stderr:
         seen.append(line)
         if line.startswith(f"PAUSED {point.split('#')[0]}"):
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
     return proc.wait(timeout=120), "".join(seen)
 
 
@@ -147,6 +173,16 @@ def test_train_ctrl_c_names_the_resume_command_or_removes_a_run_with_nothing_to_
     assert f"continue with python train.py --resume {kept}" in err
     assert f"--resume {kept}" in (kept / "train.log").read_text()
     shutil.rmtree(kept)
+
+
+def test_train_sigterm_ends_a_run_as_ctrl_c_does(setup):
+    """SIGTERM (kill, a scheduler's time limit, and torchrun's way of stopping rank 0 when another rank died) killed
+    train.py on the spot: a new run with nothing to resume from was left as a folder that --resume refuses."""
+    argv = [REPO / "train.py", "--config", TINY, "--custom_args", setup["custom"], "--threads", "1", "--quiet"]
+    before = _runs(setup)
+    rc, err = _interrupt_at(argv, "train-step@1", signal.SIGTERM)  # before the first checkpoint
+    assert rc == 128 + signal.SIGTERM and _runs(setup) == before, err
+    assert "interrupted before the first checkpoint" in err and err.strip().splitlines()[-1] == "terminated"
 
 
 def _fusion(argv):

@@ -132,3 +132,25 @@ def test_atomic_write_error_names_the_file(tmp_path):
         with atomic_path(target):
             raise OSError(28, "No space left on device")
     assert info.value.filename == str(target) and not list(tmp_path.iterdir())
+
+
+def test_the_error_line_is_written_at_once(monkeypatch):
+    """Under torchrun every rank prints its error line to one terminal; ``print`` wrote the text and the newline in
+    two writes, so two ranks' lines came out glued (``...same dataerror: distributed: ...``)."""
+    from utils.errors import run_cli
+
+    writes = []
+
+    class Recorder:
+        def write(self, text):
+            writes.append(text)
+
+        def flush(self):
+            pass
+
+    def main(argv):
+        raise UserError("config.json: bad")
+
+    monkeypatch.setattr(sys, "stderr", Recorder())
+    assert run_cli(main, []) == 2
+    assert writes == ["error: config.json: bad\n"]

@@ -17,6 +17,7 @@ from model.build import count_parameters
 from retrieval.metrics import both_directions, clip_major_gt_cols
 from retrieval.sims_io import build_manifest, save_sims
 from trainer.checkpoint import FINAL_NAME, LAST_NAME, save_checkpoint
+from trainer.distributed import current_context
 from trainer.export import TensorSplit, compute_sims
 from trainer.guards import check_finite_sims
 from trainer.precision import describe, precision_of
@@ -93,7 +94,8 @@ def evaluate_and_write(model: torch.nn.Module, best_state: dict, *, config: dict
         "epochs": int(trainer_cfg["epochs"]),
         "device": str(device),
         "threads": torch.get_num_threads(),
-        "numerics": describe(precision_of(config), device),  # what decides the bits: precision, device, threads, kernels
+        # what decides the bits: precision, device, threads, kernels, and the torchrun world size
+        "numerics": {**describe(precision_of(config), device), "processes": current_context().world_size},
         "val_all_captions": results.get("val"),
         "train_all_captions": results.get("train"),
         "history": history,

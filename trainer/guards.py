@@ -6,7 +6,8 @@
 * every split the run will need (test and the dumped splits too) is loaded and validated before the first step;
 * a resume must find the same run: the checkpoint's config hash equals the hash of the run's ``config.json`` and of
   the config now given, and the CPU thread count (it changes the bits) equals the one recorded in ``run.json``
-  (``--threads`` defaults to it; another count is refused unless ``--force-threads``).
+  (``--threads`` defaults to it; another count is refused unless ``--force-threads``), and so must the number of
+  processes under torchrun (recorded in the checkpoint; another one only with ``--force-world-size``).
 """
 from __future__ import annotations
 
@@ -148,6 +149,29 @@ def resume_threads(run_dir: Path, threads: int | None, force: bool) -> int | Non
                     "thread count changes the numbers. Drop --threads, or add --force-threads to accept different bits")
 
 
+def check_world_size(run_dir: Path, ckpt: dict, processes: int, force: bool) -> None:
+    """A resume runs with the process count that wrote the checkpoint (1 without torchrun), unless ``force``: the
+    count changes the bits (the global batch's sums are reduced in another order). A 2-process run resumed by 1 or 3
+    processes ended with other numbers (bf16 train loss 7e-6 / 2e-5 relative) without a word."""
+    recorded = ckpt.get("processes")
+    if recorded is None or force or recorded == processes:  # None: a checkpoint written before the count was kept
+        return
+    raise UserError(f"--resume {run_dir}: the run was trained by {_processes(recorded)}, this resume runs "
+                    f"{_processes(processes)}; the process count changes the numbers. Resume with "
+                    f"{resume_command(run_dir, recorded)}, or add --force-world-size to accept different bits")
+
+
+def resume_command(run_dir: Path, processes: int) -> str:
+    """How to continue ``run_dir`` with the process count it was trained with."""
+    if processes == 1:
+        return f"python train.py --resume {run_dir}"
+    return f"torchrun --nproc_per_node {processes} train.py --resume {run_dir} ({processes} processes in all)"
+
+
+def _processes(n) -> str:
+    return "1 process" if n == 1 else f"{n} processes"
+
+
 def check_checkpoint_identity(run_dir: Path, ckpt: dict, chash: str) -> None:
     saved = ckpt.get("config_hash")
     if saved != chash:
@@ -155,10 +179,12 @@ def check_checkpoint_identity(run_dir: Path, ckpt: dict, chash: str) -> None:
                         f"config given hash to {chash} (config.json edited after the run started?); start a new run")
 
 
-def write_run_env(run_dir: Path, device: torch.device, config_path=None) -> None:
-    """``run.json``: what changes the bits, and the config file the run was trained from (``--config`` readers pick
-    only runs of their own file: two configs can share an experiment folder name)."""
-    env = {"threads": torch.get_num_threads(), "device": str(device), "torch": torch.__version__}
+def write_run_env(run_dir: Path, device: torch.device, config_path=None, processes: int = 1) -> None:
+    """``run.json``: what changes the bits (``processes``: the torchrun world size), and the config file the run was
+    trained from (``--config`` readers pick only runs of their own file: two configs can share an experiment folder
+    name)."""
+    env = {"threads": torch.get_num_threads(), "device": str(device), "torch": torch.__version__,
+           "processes": processes}
     if config_path is not None:
         env["config_file"] = str(Path(config_path).resolve())
     write_json(run_dir / RUN_ENV, env)

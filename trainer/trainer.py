@@ -30,16 +30,17 @@ from trainer.distributed import current_context
 from trainer.export import TensorSplit, as_tensor_split, compute_sims
 from trainer.final_eval import evaluate_and_write
 from trainer.guards import (check_checkpoint_identity, check_disjoint_splits, check_finite_loss, check_finite_sims,
-                            check_qrels_files, discard_on_failure, discard_run_dir, preflight_splits, resume_threads,
-                            write_run_env)
+                            check_qrels_files, check_world_size, discard_on_failure, discard_run_dir, preflight_splits,
+                            resume_command, resume_threads, write_run_env)
 from trainer.optim import build_optimizer, build_scheduler
 from trainer.precision import (autocast, check_supported, holds_eval_splits, precision_of, prepare_model,
                                prepare_optimizer, store_features)
+from trainer.run_lock import RunFolderLock
 from trainer.run_log import MONITOR, close_logger, format_metrics, make_logger, silent_logger
 from trainer.runtime import configure_torch, resolve_device, set_seeds
 from utils.config import config_hash, first_difference
 from utils.config_rules import check_values
-from utils.errors import UserError
+from utils.errors import UserError, say_line, sigterm_deferred
 from utils.io import read_json, sweep_stale_temps, write_json
 from utils.paths import COMPLETE_MARKER, experiment_name, make_run_dir
 from utils.testhooks import pause
@@ -57,56 +58,125 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
         resume: str | os.PathLike | None = None, *, quiet: bool = False,
         stop_after_epochs: int | None = None, data: dict[str, TensorSplit] | None = None,
         splits_loader: Callable[[dict, list[str]], dict[str, TensorSplit]] | None = None,
-        threads: int | None = None, force_threads: bool = False) -> Path:
+        threads: int | None = None, force_threads: bool = False, force_world_size: bool = False) -> Path:
     """Train one seed (``config["seed"]``) and write its run folder; returns the run folder.
 
     ``resume``: a run folder holding ``checkpoint-last.pth``; training continues after its epoch.
     ``stop_after_epochs`` (tests): return right after that epoch's checkpoint, as if the process were killed.
     ``data``: preloaded ``{split: TensorSplit}`` (benchmarks, tests); otherwise loaded with ``load_clotho``.
     ``threads``: torch CPU threads (default: $OMP_NUM_THREADS, else all available CPUs; on resume the run's
-    recorded count, and another one only with ``force_threads``).
+    recorded count, and another one only with ``force_threads``). ``force_world_size``: resume with another number
+    of processes than the checkpoint's (other bits).
     """
+    lock = RunFolderLock()  # the writing process holds the run folder until its results are written (run_lock.py)
+    try:
+        return _fit_locked(config, config_path, device, resume, lock, quiet=quiet, stop_after_epochs=stop_after_epochs,
+                           data=data, splits_loader=splits_loader, threads=threads,
+                           force=(force_threads, force_world_size))
+    finally:
+        lock.release()
+
+
+def _fit_locked(config, config_path, device, resume, lock: RunFolderLock, *, quiet, stop_after_epochs, data,
+                splits_loader, threads, force: tuple[bool, bool]) -> Path:
     t_start = time.perf_counter()
     device = device if isinstance(device, torch.device) else resolve_device(device)
     ddp = current_context()  # torchrun: rank 0 writes, the others train their shards (trainer/distributed.py)
     quiet = quiet or not ddp.is_writer
-    check_values(config, "config")  # also a run's config.json read back for --resume
-    if resume is not None:
-        if ddp.is_writer:
-            sweep_stale_temps(resume, depth=2)  # temporaries of the killed process (a checkpoint write: up to 300 MB)
-        threads = resume_threads(Path(resume), threads, force_threads)
-    configure_torch(device, threads)
+    # Each rank checks its own inputs; under torchrun the ranks settle each phase together (ddp.together): an error
+    # on one rank stops every rank with its message, and every rank must have started the same run.
+    with ddp.together(lambda: {"config": config, "resume": None if resume is None else str(resume)}):
+        chash, run_dir, ckpt = _open_run(config, config_path, resume, lock, device, threads, force)
     trainer_cfg = config["trainer"]
     seed = int(config.get("seed", 0))
     epochs = int(trainer_cfg["epochs"])
-    if epochs < 1:
-        raise UserError("config: trainer.epochs must be >= 1")
-    chash = config_hash(config)
-    check_supported(precision_of(config), device)
-
-    if resume is not None:
-        run_dir = Path(resume)
-        _check_resumable(run_dir, config, chash)
-        ckpt = load_checkpoint(run_dir / LAST_NAME)
-        check_checkpoint_identity(run_dir, ckpt, chash)
-        _check_same_data(run_dir, ckpt, config)
-        for stale in run_dir.rglob(".*.tmp*"):  # temporaries of writes interrupted by the kill
-            if ddp.is_writer:
-                stale.unlink(missing_ok=True)
-    else:
-        if config_path is None:
-            raise UserError("fit: config_path is required for a new run")
-        ckpt = None
     dump_splits = list(trainer_cfg.get("dump_splits", ["val", "test"]))
-    for s in dump_splits:
-        if s not in ("train", "val", "test"):
-            raise UserError(f"config: trainer.dump_splits: unknown split {s!r}")
 
     # Model first (RNG order as in the original), then the data, then (new runs) the run folder, so that bad
     # input fails before anything is written.
     set_seeds(seed)
     model = ddp.prepare_model(build_model(config).to(device))
     t0 = time.perf_counter()
+    reads_archive = data is None and splits_loader is None
+    with ddp.together(lambda: {"archive file sizes": _archive_sizes(config) if reads_archive else None}):
+        data = _load_data(config, data, splits_loader, dump_splits)
+    t_data = time.perf_counter() - t0
+    fresh_dirs: list[Path] = []
+    if ckpt is None:
+        with ddp.together():
+            if ddp.is_writer:
+                exp_dir = Path(trainer_cfg["save_dir"]) / experiment_name(config_path)
+                sweep_stale_temps(exp_dir, depth=3)  # killed runs: checkpoint and sims temporaries
+                fresh_dirs = [d for d in (exp_dir, exp_dir.parent) if not d.exists()]  # removed again if the run fails
+                run_dir = make_run_dir(trainer_cfg["save_dir"], experiment_name(config_path), seed)
+        if ddp.active:
+            run_dir = ddp.share_path(run_dir if ddp.is_writer else None)  # rank 0's new folder, on every rank
+    new_run = ckpt is None and ddp.is_writer
+    with discard_on_failure(run_dir, new_run=new_run, fresh_dirs=fresh_dirs):
+        if new_run:
+            lock.acquire(run_dir)  # a fresh folder: nobody else holds it
+            write_json(run_dir / "config.json", config)
+            write_run_env(run_dir, device, config_path, ddp.world_size)
+        logger = make_logger(run_dir, quiet) if ddp.is_writer else silent_logger()
+        try:
+            return _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop_after_epochs,
+                        model, data, t_data, dump_splits, splits_loader or load_splits, t_start)
+        except KeyboardInterrupt:
+            if ddp.is_writer:
+                _report_interrupt(run_dir, new_run, fresh_dirs, logger, quiet)
+            raise
+        except RuntimeError:
+            # torchrun: a rank that died shows here as a collective's error ("Connection closed by peer"), when it
+            # comes before torchrun's SIGTERM; the job is over either way, so the run folder is left as on Ctrl-C
+            if ddp.active and ddp.is_writer:
+                _report_interrupt(run_dir, new_run, fresh_dirs, logger, quiet, "stopped by an error (here or on "
+                                  "another rank)")
+            raise
+        finally:
+            close_logger(logger)
+
+
+def _open_run(config, config_path, resume, lock: RunFolderLock, device, threads, force: tuple[bool, bool]):
+    """The checks of a run's config and, for a resume, of its folder and checkpoint (rank 0 takes the folder's
+    lock first); also sets torch's threads. Returns the config hash, the run folder (None for a new run) and the
+    checkpoint (None for a new run)."""
+    ddp = current_context()
+    check_values(config, "config")  # also a run's config.json read back for --resume
+    if resume is not None:
+        if ddp.is_writer:
+            if Path(resume).is_dir() and not (Path(resume) / COMPLETE_MARKER).is_file():  # else refused below
+                lock.acquire(resume)  # before anything of the folder is read, swept or written
+            sweep_stale_temps(resume, depth=2)  # temporaries of the killed process (a checkpoint write: up to 300 MB)
+        threads = resume_threads(Path(resume), threads, force[0])
+    configure_torch(device, threads)
+    trainer_cfg = config["trainer"]
+    if int(trainer_cfg["epochs"]) < 1:
+        raise UserError("config: trainer.epochs must be >= 1")
+    chash = config_hash(config)
+    check_supported(precision_of(config), device)
+    for s in trainer_cfg.get("dump_splits", ["val", "test"]):
+        if s not in ("train", "val", "test"):
+            raise UserError(f"config: trainer.dump_splits: unknown split {s!r}")
+    if resume is None:
+        if config_path is None:
+            raise UserError("fit: config_path is required for a new run")
+        return chash, None, None
+    run_dir = Path(resume)
+    _check_resumable(run_dir, config, chash)
+    ckpt = load_checkpoint(run_dir / LAST_NAME)
+    check_checkpoint_identity(run_dir, ckpt, chash)
+    check_world_size(run_dir, ckpt, ddp.world_size, force[1])
+    _check_same_data(run_dir, ckpt, config)
+    for stale in run_dir.rglob(".*.tmp*"):  # temporaries of writes interrupted by the kill
+        if ddp.is_writer:
+            stale.unlink(missing_ok=True)
+    return chash, run_dir, ckpt
+
+
+def _load_data(config: dict, data: dict[str, TensorSplit] | None, splits_loader, dump_splits: list[str]
+               ) -> dict[str, TensorSplit]:
+    """Train and val (and, when held, the evaluation splits), after every split the run needs was validated."""
+    ddp = current_context()
     loader = splits_loader or load_splits
     preflight = data is None or splits_loader is not None  # every split the run needs, validated up front
     needed = [s for s in dump_splits + ["test"] if data is None or s not in data]
@@ -130,44 +200,34 @@ def fit(config: dict, config_path: str | os.PathLike | None, device: torch.devic
         data.update(loader(config, [s for s in dict.fromkeys(needed) if s not in data]))
     if reads_archive:  # once the split lists are validated, before any epoch (the final evaluation reads them)
         check_qrels_files(config, ("val", "test"))
-    t_data = time.perf_counter() - t0
-    fresh_dirs: list[Path] = []
-    if ckpt is None and ddp.is_writer:
-        exp_dir = Path(trainer_cfg["save_dir"]) / experiment_name(config_path)
-        sweep_stale_temps(exp_dir, depth=3)  # killed runs: checkpoint and sims temporaries
-        fresh_dirs = [d for d in (exp_dir, exp_dir.parent) if not d.exists()]  # removed again if the run fails
-        run_dir = make_run_dir(trainer_cfg["save_dir"], experiment_name(config_path), seed)
-    if ckpt is None and ddp.active:
-        run_dir = ddp.share_path(run_dir if ddp.is_writer else None)  # rank 0's new folder, on every rank
-    new_run = ckpt is None and ddp.is_writer
-    with discard_on_failure(run_dir, new_run=new_run, fresh_dirs=fresh_dirs):
-        if new_run:
-            write_json(run_dir / "config.json", config)
-            write_run_env(run_dir, device, config_path)
-        logger = make_logger(run_dir, quiet) if ddp.is_writer else silent_logger()
-        try:
-            return _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop_after_epochs,
-                        model, data, t_data, dump_splits, splits_loader or load_splits, t_start)
-        except KeyboardInterrupt:
-            if ddp.is_writer:
-                _report_interrupt(run_dir, new_run, fresh_dirs, logger, quiet)
-            raise
-        finally:
-            close_logger(logger)
+    return data
 
 
-def _report_interrupt(run_dir: Path, new_run: bool, fresh_dirs: list[Path], logger, quiet: bool) -> None:
+def _archive_sizes(config: dict) -> dict:
+    """What ranks compare of the archive they read (sizes: a copy on another node keeps them, not its mtimes)."""
+    from data.clotho import archive_stamp
+
+    return {rel: None if stamp is None else stamp[0] for rel, stamp in archive_stamp(config).items()}
+
+
+def _report_interrupt(run_dir: Path, new_run: bool, fresh_dirs: list[Path], logger, quiet: bool,
+                      event: str = "interrupted") -> None:
     """Ctrl-C: say where the run stands and how to continue it; a new run with nothing to resume from is removed."""
+    with sigterm_deferred():  # torchrun's SIGTERM may come in the middle
+        _report_stop(run_dir, new_run, fresh_dirs, logger, quiet, event)
+
+
+def _report_stop(run_dir: Path, new_run: bool, fresh_dirs: list[Path], logger, quiet: bool, event: str) -> None:
     if (run_dir / LAST_NAME).is_file():
-        message = (f"interrupted: {run_dir} holds a resume checkpoint ({LAST_NAME}); continue with "
-                   f"python train.py --resume {run_dir}")
+        message = (f"{event}: {run_dir} holds a resume checkpoint ({LAST_NAME}); continue with "
+                   f"{resume_command(run_dir, current_context().world_size)}")
     elif new_run:
-        message = f"interrupted before the first checkpoint: {run_dir} removed (nothing to resume from)"
+        message = f"{event} before the first checkpoint: {run_dir} removed (nothing to resume from)"
     else:
-        message = f"interrupted: {run_dir} unchanged"
+        message = f"{event}: {run_dir} unchanged"
     logger.info(message)  # train.log (and the console unless --quiet)
     if quiet:
-        print(message, file=sys.stderr)
+        say_line(message)  # one write: other ranks print to the same terminal
     if new_run and not (run_dir / LAST_NAME).is_file():
         close_logger(logger)
         discard_run_dir(run_dir, fresh_dirs)
@@ -246,7 +306,10 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
         best_state = ckpt["best_state"] if ckpt["best_state"] is not None else cpu_state_dict(model)
         for k, v in ckpt.get("timings", {}).items():
             timings[k] = float(v)
-        logger.info(f"resumed {run_dir} after epoch {start_epoch - 1} (best epoch {best_epoch}, geom {best:.2f})")
+        logger.info(f"resumed {run_dir} after epoch {start_epoch - 1} (best epoch {best_epoch}, geom {best:.2f})"
+                    + (f" | {ddp.world_size} processes" if ddp.active else "")
+                    + (f"; the checkpoint was written by {ckpt['processes']} (--force-world-size: other bits)"
+                       if ckpt.get("processes", ddp.world_size) != ddp.world_size else ""))
     else:
         logger.info(f"run {run_dir} seed {seed} device {device} params {n_params:,} config {chash}"
                     + (f" | {ddp.world_size} processes, global batch {batch_size}" if ddp.active else ""))
@@ -314,7 +377,7 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "rng": rng_state(), "epoch": epoch,
             "best": best, "best_epoch": best_epoch, "history": history, "config_hash": chash, "timings": timings,
-            "threads": torch.get_num_threads(), "data_stamp": data_stamp,
+            "threads": torch.get_num_threads(), "data_stamp": data_stamp, "processes": ddp.world_size,
             # the best weights are the current ones whenever this epoch improved: don't store them twice
             "best_state": None if best_epoch == epoch else best_state,
         })
@@ -324,6 +387,8 @@ def _fit(config, chash, run_dir, device, ckpt, logger, seed, epochs, quiet, stop
             return run_dir
 
     # ------------------------------------------------------------------------------------------ final evaluation
+    if ddp.active:  # rank 0 evaluates its own copy: compared once more (the epochs after the last checkpoint)
+        ddp.check_replicas(model.state_dict())
     if not ddp.is_writer:
         return run_dir  # distributed: rank 0 evaluates and writes
     del optimizer, scheduler  # ~3x the model size of state, not needed any more (peak memory)

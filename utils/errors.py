@@ -9,14 +9,58 @@ utils.outputs), so nothing half-written is left behind.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import signal
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 
 class UserError(Exception):
     """Bad input or usage. The message names the file / key / clip id at fault."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's time limit, torchrun stopping the other ranks when one failed) inside
+    :func:`sigterm_as_interrupt`: it ends a run as Ctrl-C does (a resume command printed, or a new run with nothing to
+    resume from removed) instead of killing the process on the spot."""
+
+
+_deferred = {"depth": 0, "pending": False}
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Raise :class:`Terminated` on SIGTERM while the block runs (main thread only; the previous handler after)."""
+    def handler(signum, frame):
+        if _deferred["depth"]:
+            _deferred["pending"] = True  # raised when the cleanup in progress ends (sigterm_deferred)
+            return
+        raise Terminated()
+
+    try:
+        previous, installed = signal.signal(signal.SIGTERM, handler), True
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        previous, installed = None, False
+    try:
+        yield
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def sigterm_deferred() -> Iterator[None]:
+    """A cleanup that a SIGTERM must not cut in half (removing a run folder): the signal takes effect after it."""
+    _deferred["depth"] += 1
+    try:
+        yield
+    finally:
+        _deferred["depth"] -= 1
+        if not _deferred["depth"] and _deferred["pending"]:
+            _deferred["pending"] = False
+            raise Terminated()
 
 
 def os_error_message(err: OSError) -> str:
@@ -34,15 +78,26 @@ def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] 
     try:
         main(argv)
     except UserError as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        say_line(f"error: {' '.join(str(err).split())}")
         return 2
     except OSError as err:
-        print(f"error: {os_error_message(err)}", file=sys.stderr)
+        say_line(f"error: {os_error_message(err)}")
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        if isinstance(err, Terminated):
+            say_line("terminated")
+            return 128 + signal.SIGTERM
+        say_line("interrupted")
         return 130
     return 0
+
+
+def say_line(text: str) -> None:
+    """One line on stderr in ONE write: under torchrun every rank prints its error line to the same terminal, and
+    ``print`` writes the text and its newline separately (stderr writes through), so two ranks' lines came out
+    glued together as ``...dataerror: ...``."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
 
 
 def exit_process(code: int) -> None:
