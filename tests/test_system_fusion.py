@@ -270,3 +270,48 @@ def test_out_must_be_new_or_a_previous_system_fusion(tmp_path, capsys):
         assert _cli(argv + [str(out)]) == 2
         assert needle in capsys.readouterr().err
     assert [p.name for p in legacy.iterdir()] == ["results.json"] and afile.read_text() == "x"
+
+
+def test_simplex_grid_of_a_step_typed_slightly_above_one_over_n():
+    """--weights-step 0.14285714286 passes the CLI check (7 whole steps) but 1 / step = 6.99999999993: the grid
+    must still have 7 steps (8 points for 2 systems, reaching 0 and 1)."""
+    from fusion.systems_cli import weights_step
+
+    step = weights_step("0.14285714286")
+    g = simplex_grid(2, step)
+    assert g.shape == (8, 2) and [0.0, 1.0] in g.tolist() and [1.0, 0.0] in g.tolist()
+
+
+def test_coordinate_ascent_returns_a_converged_coordinate_wise_optimum(monkeypatch):
+    """With the val metric replaced by a known objective of the normalised weights, the coordinate search must
+    return weights summing to 1 from which no single coordinate change on the 0..1 grid improves (it runs until
+    a full round changes nothing; one round is not enough for this target)."""
+    import fusion.systems as fs
+
+    target = np.array([0.395, 0.593, 0.012])
+
+    def objective(w):
+        w = np.asarray(w, dtype=np.float64)
+        return -float(((w / w.sum() - target) ** 2).sum())
+
+    monkeypatch.setattr(fs, "fuse_systems", lambda method, val, *, norm, weights, device: np.asarray(weights, float))
+    monkeypatch.setattr(fs, "gt_ranks_t2a", lambda fused, gt_cols: fused)
+    monkeypatch.setattr(fs, "metrics_from_ranks", lambda w: {"mAP10": objective(w)})
+    best_w, info = fs.learn_weights([None] * 3, None, norm="none", search="coordinate", step=0.1)
+    assert info["search"] == "coordinate" and best_w.sum() == pytest.approx(1.0)
+    assert info["val_mAP10"] == pytest.approx(objective(best_w)) and info["val_mAP10"] > objective(np.ones(3))
+    grid = np.round(np.arange(0, 1.05, 0.1), 9)
+
+    def converged(w):
+        for i in range(3):
+            for v in grid:
+                cand = w.copy()
+                cand[i] = v
+                if cand.sum() > 0 and objective(cand) > objective(w) + 1e-9:
+                    return False
+        return True
+
+    # the unnormalised weights the search stopped at: best_w times a scale putting every entry on the grid
+    on_grid = [best_w * m / best_w.max() for m in grid[1:]]
+    on_grid = [w for w in on_grid if np.allclose(w, np.round(w, 1), atol=1e-9)]
+    assert on_grid and any(converged(np.round(w, 1)) for w in on_grid)
