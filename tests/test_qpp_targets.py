@@ -119,3 +119,55 @@ def test_softmax_weights_stay_finite_at_tiny_temperatures(temperature):
     w = weights_from_predictions(pred, 5, "softmax", temperature).reshape(2, 5)
     assert np.all(np.isfinite(w)) and np.allclose(w.sum(axis=1), 1.0)
     assert w[0].argmax() == 1 and w[1].argmax() == 4  # all the weight on the caption predicted best
+
+
+def test_weight_mappings_exact_values_against_scipy():
+    """softmax = scipy.special.softmax(-p / T) per clip; rank: w ∝ K + 1 − r (5..1)/15, ties in the predictions
+    broken by caption index; fork: r / 15."""
+    from scipy.special import softmax
+
+    pred = np.array([3.0, 0.5, 2.0, 5.0, 1.0, 2.0, 2.0, 0.0, 7.0, 2.0])
+    for t in (0.25, 1.0, 3.0):
+        np.testing.assert_allclose(weights_from_predictions(pred, 5, "softmax", t),
+                                   softmax(-pred.reshape(2, 5) / t, axis=1).ravel(), rtol=1e-6)
+    r = np.array([[4, 1, 3, 5, 2], [2, 3, 1, 5, 4]])  # predicted 1-based ranks; clip 2's tied 2.0s by caption index
+    np.testing.assert_allclose(weights_from_predictions(pred, 5, "rank"), ((6 - r) / 15).ravel(), rtol=1e-6)
+    np.testing.assert_allclose(weights_from_predictions(pred, 5, "fork"), (r / 15).ravel(), rtol=1e-6)
+
+
+def test_badness_orients_every_higher_is_better_target():
+    v = np.array([1.0, 0.0, 0.5])
+    np.testing.assert_array_equal(badness(v, "hit10"), -v)
+    np.testing.assert_array_equal(badness(v, "rr"), -v)
+    np.testing.assert_array_equal(badness(v, "log2_rank"), v)
+
+
+def test_ordinal_ranks_across_row_blocks_equal_the_forks_double_argsort(monkeypatch):
+    import qpp.targets as qt
+
+    monkeypatch.setattr(qt, "_row_block", lambda n_cols, per_cell=2: 3)  # 3 rows per block
+    rng = np.random.default_rng(2)
+    sims = rng.integers(0, 4, (20, 6)).astype(np.float32)  # many ties
+    gt = rng.integers(0, 6, 20)
+    fork = [np.argsort(np.argsort(-row, kind="stable"), kind="stable")[g] for row, g in zip(sims, gt)]
+    np.testing.assert_array_equal(qt.ordinal_ranks_t2a(sims, gt), fork)
+
+
+def test_fused_ranks_rank_each_clips_own_column_in_its_row():
+    from qpp.weights import fused_ranks
+
+    fused = np.array([[0.1, 0.9, 0.5],    # row 0: its column 0 below two others -> 2
+                      [0.2, 0.8, 0.3],    # row 1: column 1 first -> 0
+                      [0.95, 0.0, 0.9]])  # row 2: column 2 second -> 1
+    np.testing.assert_array_equal(fused_ranks(fused), [2, 0, 1])
+
+
+def test_tune_temperature_ties_go_to_the_largest_temperature():
+    """Constant predictions give uniform weights at every temperature: all tie, so plain CombSum (T = inf) wins."""
+    from qpp.weights import DEFAULT_TEMPERATURES, tune_temperature
+
+    rng = np.random.default_rng(4)
+    sims = rng.normal(size=(6 * 5, 6)).astype(np.float32)
+    best, table = tune_temperature(np.zeros(30), sims, 5)
+    assert best == float("inf") and set(table) == {str(t) for t in DEFAULT_TEMPERATURES}
+    assert tune_temperature(np.zeros(30), sims, 5, temperatures=(0.5, 2.0))[0] == 2.0
