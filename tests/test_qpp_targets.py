@@ -171,3 +171,34 @@ def test_tune_temperature_ties_go_to_the_largest_temperature():
     best, table = tune_temperature(np.zeros(30), sims, 5)
     assert best == float("inf") and set(table) == {str(t) for t in DEFAULT_TEMPERATURES}
     assert tune_temperature(np.zeros(30), sims, 5, temperatures=(0.5, 2.0))[0] == 2.0
+
+
+def _score_features_reference(row: np.ndarray) -> list[float]:
+    """The documented formulas (qpp/score_features.py), one row at a time, in SCORE_NAMES order."""
+    row = row.astype(np.float64)
+    std = row.std()
+    z = (row - row.mean()) / (std if std > 0 else 1.0)
+    out = []
+    for arr, raw in ((row, True), (z, False)):
+        top = np.sort(arr)[::-1]
+        u = (top[:10] + 1.0) / 2.0 if raw else top[:10] - arr.min()
+        u = np.maximum(u, 1e-6)
+        smv = float(np.mean(u * np.abs(np.log(u / u.mean()))))
+        out += [top[0], top[0] - top[1], top[:10].std(), top[:50].std(), top[:10].mean() - arr.mean(),
+                top[:50].mean() - arr.mean(), smv]
+        if raw:
+            out += [row.mean(), std]
+    return out
+
+
+@pytest.mark.parametrize("n_cols", [8, 60])  # 8: the top 10 holds the row's minimum (u = 0, floored)
+def test_score_features_every_column_against_the_documented_formulas(n_cols):
+    from qpp.score_features import SCORE_NAMES
+
+    rng = np.random.default_rng(n_cols)
+    sims = rng.uniform(-1, 1, size=(6, n_cols)).astype(np.float32) * np.linspace(0.2, 1, 6)[:, None].astype(np.float32)
+    s = score_features(sims)
+    assert s.shape == (6, len(SCORE_NAMES)) and np.isfinite(s).all()
+    for q in range(6):
+        np.testing.assert_allclose(s[q], _score_features_reference(sims[q]), rtol=1e-9, atol=1e-12,
+                                   err_msg=f"row {q}")
