@@ -202,3 +202,32 @@ def test_score_features_every_column_against_the_documented_formulas(n_cols):
     for q in range(6):
         np.testing.assert_allclose(s[q], _score_features_reference(sims[q]), rtol=1e-9, atol=1e-12,
                                    err_msg=f"row {q}")
+
+
+def test_variation_features_every_column_against_brute_force():
+    """The documented definitions, caption by caption with scipy / sets / loops (continuous scores: no ties)."""
+    from scipy import stats
+
+    rng = np.random.default_rng(12)
+    k, g, n = 4, 3, 70
+    sims = (rng.normal(size=(g, 1, n)) + rng.normal(size=(g, k, n))).reshape(g * k, n)
+    sims[1] = sims[0] * 2 + 0.1  # a sibling with the same top-1 and top-m sets
+    v = variation_features(sims, k)
+    for q in range(g * k):
+        clip = q // k
+        own = sims[q]
+        sib = [sims[j] for j in range(clip * k, clip * k + k) if j != q]
+
+        def top(row, m):
+            return set(np.argsort(-row)[:m])
+
+        overlap = [np.mean([len(top(own, m) & top(s, m)) / m for s in sib]) for m in (10, 50)]
+        spearman = np.mean([stats.spearmanr(own, s).statistic for s in sib])
+        loo = np.mean(sib, axis=0)
+        full = sims[clip * k:clip * k + k].mean(axis=0)
+        top1 = np.mean([np.argmax(s) == np.argmax(own) for s in sib])
+        pseudo = np.argmax(loo)
+        rank0 = np.sum(own > own[pseudo]) + (np.sum(own == own[pseudo]) - 1) / 2
+        want = overlap + [spearman, stats.pearsonr(own, loo).statistic, stats.pearsonr(own, full).statistic, top1,
+                          np.log2(rank0 + 1), (own[pseudo] - own.mean()) / own.std()]
+        np.testing.assert_allclose(v[q], want, rtol=1e-6, atol=1e-9, err_msg=f"row {q}")  # overlaps: float32 counts
