@@ -315,3 +315,22 @@ def test_coordinate_ascent_returns_a_converged_coordinate_wise_optimum(monkeypat
     on_grid = [best_w * m / best_w.max() for m in grid[1:]]
     on_grid = [w for w in on_grid if np.allclose(w, np.round(w, 1), atol=1e-9)]
     assert on_grid and any(converged(np.round(w, 1)) for w in on_grid)
+
+
+def test_caption_query_tests_use_the_mean_rr_of_each_clips_captions(tmp_path):
+    """Part caption_queries: the unit of the tests and of risk-reward is the clip, its score the mean reciprocal
+    rank of its K caption queries (not the best caption's)."""
+    runs = three_systems(tmp_path, n=12, k=5)
+    out = tmp_path / "out"
+    assert _cli(["--runs", *map(str, runs), "--out", str(out), "--resamples", "100", "--quiet", "--no-plot",
+                 "--systems-methods", "combsum"]) == 0
+    res = json.loads((out / "results.json").read_text())["caption_queries"]
+    assert res["baseline"] == "good"
+    sims = {name: load_sims(r, "test")[0] for name, r in zip(("good", "fair", "noise"), runs)}
+    gt = load_sims(runs[0], "test")[1].gt_cols()
+    per_clip = {name: (1.0 / (gt_ranks_t2a(s, gt) + 1.0)).reshape(12, 5).mean(axis=1) for name, s in sims.items()}
+    for name in ("fair", "noise"):
+        d = per_clip[name] - per_clip["good"]
+        assert res["significance"][name]["mean_diff"] == pytest.approx(d.mean(), rel=1e-12)
+        assert res["risk_reward"][name]["queries"] == 12
+        assert res["risk_reward"][name]["urisk"] == pytest.approx(np.where(d < 0, 2 * d, d).mean(), rel=1e-12)
