@@ -189,3 +189,17 @@ def test_cli_defaults_are_the_documented_ones():
     assert (args.systems_norm, args.captions_method, args.weights_step) == ("min-max", "combsum", 0.1)
     assert (args.depth, args.rrf_k) == tuple(
         inspect.signature(f).parameters[p].default for f, p in ((methods.combmnz, "depth"), (methods.rrf, "k")))
+
+
+def test_tied_rows_redone_in_several_blocks_match_scipy(monkeypatch):
+    """Rows with ties are re-averaged in blocks of _TIE_BLOCK scores: with tiny blocks (one row each), every tied
+    row still gets scipy's average ranks (float32 key path and float64 argsort path)."""
+    from scipy.stats import rankdata
+
+    import fusion.normalize as normalize
+
+    monkeypatch.setattr(normalize, "_TIE_BLOCK", 1)
+    x = np.random.default_rng(6).integers(0, 4, (12, 7)).astype(np.float32)
+    want = np.array([rankdata(-row) for row in x])
+    np.testing.assert_array_equal(NumpyOps().ranks(x), want)
+    np.testing.assert_array_equal(NumpyOps().ranks(x.astype(np.float64)), want)
