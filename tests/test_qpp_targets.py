@@ -122,17 +122,20 @@ def test_softmax_weights_stay_finite_at_tiny_temperatures(temperature):
 
 
 def test_weight_mappings_exact_values_against_scipy():
-    """softmax = scipy.special.softmax(-p / T) per clip; rank: w ∝ K + 1 − r (5..1)/15, ties in the predictions
-    broken by caption index; fork: r / 15."""
+    """softmax = scipy.special.softmax(-p / T) per clip; rank: w ∝ K + 1 − r with tie-averaged r (scipy's
+    rankdata); fork: r / 15 with the fork's ordinal r (ties in the predictions broken by caption index)."""
     from scipy.special import softmax
+    from scipy.stats import rankdata
 
     pred = np.array([3.0, 0.5, 2.0, 5.0, 1.0, 2.0, 2.0, 0.0, 7.0, 2.0])
     for t in (0.25, 1.0, 3.0):
         np.testing.assert_allclose(weights_from_predictions(pred, 5, "softmax", t),
                                    softmax(-pred.reshape(2, 5) / t, axis=1).ravel(), rtol=1e-6)
-    r = np.array([[4, 1, 3, 5, 2], [2, 3, 1, 5, 4]])  # predicted 1-based ranks; clip 2's tied 2.0s by caption index
-    np.testing.assert_allclose(weights_from_predictions(pred, 5, "rank"), ((6 - r) / 15).ravel(), rtol=1e-6)
-    np.testing.assert_allclose(weights_from_predictions(pred, 5, "fork"), (r / 15).ravel(), rtol=1e-6)
+    avg = np.array([rankdata(g) for g in pred.reshape(2, 5)])
+    assert avg.tolist() == [[4, 1, 3, 5, 2], [3, 3, 1, 5, 3]]
+    np.testing.assert_allclose(weights_from_predictions(pred, 5, "rank"), ((6 - avg) / 15).ravel(), rtol=1e-6)
+    ordinal = np.array([[4, 1, 3, 5, 2], [2, 3, 1, 5, 4]])  # clip 2's tied 2.0s by caption index, as the fork
+    np.testing.assert_allclose(weights_from_predictions(pred, 5, "fork"), (ordinal / 15).ravel(), rtol=1e-6)
 
 
 def test_badness_orients_every_higher_is_better_target():
@@ -231,3 +234,12 @@ def test_variation_features_every_column_against_brute_force():
         want = overlap + [spearman, stats.pearsonr(own, loo).statistic, stats.pearsonr(own, full).statistic, top1,
                           np.log2(rank0 + 1), (own[pseudo] - own.mean()) / own.std()]
         np.testing.assert_allclose(v[q], want, rtol=1e-6, atol=1e-9, err_msg=f"row {q}")  # overlaps: float32 counts
+
+
+def test_rank_mapping_gives_tied_predictions_equal_weights():
+    """Captions with equal predictions (tree leaves, a constant predictor) share the tie-averaged rank's weight:
+    caption order must not decide (a constant predictor gives CombSum's uniform weights, not 5/15 .. 1/15)."""
+    const = weights_from_predictions(np.full(10, 0.7), 5, "rank")
+    np.testing.assert_allclose(const, 0.2, rtol=1e-6)
+    w = weights_from_predictions(np.array([1.0, 1.0, 0.0, 3.0, 1.0]), 5, "rank")
+    np.testing.assert_allclose(w, np.array([3, 3, 5, 1, 3]) / 15, rtol=1e-6)  # tied at ranks 2..4: mean 3
