@@ -7,12 +7,14 @@ clip (so weighted CombSum with uniform weights ranks exactly like CombSum).
   badness (log2-rank, or −rr / −hit10), ``T`` the temperature (``T → ∞`` = uniform = CombSum, ``T → 0`` = the
   predicted-best caption alone). ``T`` is tuned on the *fitting* split's cross-fitted predictions (never on test).
 * ``rank``: ``w ∝ K + 1 − r`` with r the predicted 1-based rank in the clip (1 = predicted best) — the fork's intended
-  linear mapping, in the right direction.
+  linear mapping, in the right direction. r is tie-averaged: captions with equal predictions share one weight (the
+  caption order never decides; a constant predictor gives CombSum's uniform weights).
 * ``fork``: ``w = r / Σ r = r / 15`` — what the fork did: the predicted-**worst** caption gets the largest weight (bug).
 """
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
 
 from fusion.methods import combsum, rrf, weighted_combsum  # noqa: F401  (re-exported for the QPP pipeline)
 from qpp.evaluate import group_ranks
@@ -40,8 +42,8 @@ def weights_from_predictions(pred_bad: np.ndarray, k: int, mapping: str = "softm
             w = np.exp(a)
             w /= w.sum(axis=1, keepdims=True)
     elif mapping == "rank":
-        r = group_ranks(p, k)
-        w = (k + 1 - r).astype(np.float64)
+        r = stats.rankdata(p, axis=1)  # 1-based, ties averaged: equal predictions get equal weights
+        w = k + 1 - r
         w /= w.sum(axis=1, keepdims=True)
     elif mapping == "fork":
         r = group_ranks(p, k).astype(np.float64)

@@ -1,4 +1,6 @@
 """Each fusion method pinned on hand-computed matrices (expected values written as formulas)."""
+import inspect
+
 import numpy as np
 import pytest
 
@@ -141,3 +143,63 @@ def test_registry_errors_list_valid_names():
         methods.combsum(S, K, norm="minmax")
     with pytest.raises(UserError):
         get_ops("gpu")
+
+
+@pytest.mark.parametrize("k_caps", [2, 4])
+@pytest.mark.parametrize("norm", list(NORMALIZERS))
+def test_torch_backend_matches_numpy_for_every_norm_and_even_k(norm, k_caps):
+    """The torch kernels (population std for z-score, numpy's mean-of-the-two-middle median for even K) against
+    the numpy ones: the registry test above only runs K = 5 with no normalisation."""
+    pytest.importorskip("torch")
+    sims = np.random.default_rng(3).standard_normal((k_caps * 6, 6)).astype(np.float32)
+    for name in ("combsum", "combmed", "combmnz"):
+        a = fuse(name, sims, k_caps, params={"norm": norm, "depth": 3})
+        b = fuse(name, sims, k_caps, params={"norm": norm, "depth": 3}, device="torch:cpu")
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"{name} {norm}")
+    x = sims.reshape(6, k_caps, 6).astype(np.float64)
+    np.testing.assert_allclose(fuse("combmed", sims, k_caps, device="torch:cpu"), np.median(x, axis=1), rtol=1e-6)
+    z = (x - x.mean(-1, keepdims=True)) / x.std(-1, ddof=0, keepdims=True)
+    np.testing.assert_allclose(fuse("combsum", sims, k_caps, params={"norm": "z-score"}, device="torch:cpu"),
+                               z.sum(1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", ["cpu", "torch:cpu"])
+def test_normalising_subnormal_and_lopsided_rows(device):
+    """Rows rescaled by a power of two before normalising: subnormal scores (the scale is clipped to a finite
+    power of two) and rows whose largest magnitude is the minimum (-1e30 beside 1e-30) keep exact float64 values."""
+    if device != "cpu":
+        pytest.importorskip("torch")
+    tiny = np.float32(2.0 ** -149)  # the smallest subnormal float32
+    x = np.array([[0, 3, 6, 12], [-1e30, 0, 1e-30, 5e-31]], dtype=np.float32)
+    x[0] *= tiny
+    as64 = x.astype(np.float64)
+    mm = (as64 - as64.min(1, keepdims=True)) / np.ptp(as64, axis=1, keepdims=True)
+    z = (as64 - as64.mean(1, keepdims=True)) / as64.std(1, keepdims=True)
+    for norm, expected in (("min-max", mm), ("z-score", z)):  # K = 1: the fused rows are the normalised rows
+        np.testing.assert_allclose(fuse("combsum", x, 1, params={"norm": norm}, device=device), expected,
+                                   rtol=1e-5, atol=1e-6, err_msg=norm)
+
+
+def test_cli_defaults_are_the_documented_ones():
+    """--depth 100 (CombMNZ), --rrf_k 60 (the fork's), --norm none, TREC depth 100, 10000 resamples."""
+    from fusion.run import build_parser
+
+    args = build_parser().parse_args(["--sims", "x.npy"])
+    assert (args.depth, args.rrf_k, args.norm, args.trec_depth, args.resamples) == (100, 60, "none", 100, 10_000)
+    assert (args.systems_norm, args.captions_method, args.weights_step) == ("min-max", "combsum", 0.1)
+    assert (args.depth, args.rrf_k) == tuple(
+        inspect.signature(f).parameters[p].default for f, p in ((methods.combmnz, "depth"), (methods.rrf, "k")))
+
+
+def test_tied_rows_redone_in_several_blocks_match_scipy(monkeypatch):
+    """Rows with ties are re-averaged in blocks of _TIE_BLOCK scores: with tiny blocks (one row each), every tied
+    row still gets scipy's average ranks (float32 key path and float64 argsort path)."""
+    from scipy.stats import rankdata
+
+    import fusion.normalize as normalize
+
+    monkeypatch.setattr(normalize, "_TIE_BLOCK", 1)
+    x = np.random.default_rng(6).integers(0, 4, (12, 7)).astype(np.float32)
+    want = np.array([rankdata(-row) for row in x])
+    np.testing.assert_array_equal(NumpyOps().ranks(x), want)
+    np.testing.assert_array_equal(NumpyOps().ranks(x.astype(np.float64)), want)

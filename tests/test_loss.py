@@ -48,3 +48,18 @@ def test_gradient_flows_and_perfect_separation_is_zero():
     assert float(loss2.detach()) == pytest.approx(0.2)
     loss2.backward()
     assert S2.grad is not None and float(S2.grad.diagonal().sum()) < 0
+
+
+def test_a_batch_of_one_has_no_pair_and_zero_loss():
+    """B = 1: no off-diagonal pair, so the fix_norm mean is over nothing: 0 (not the 2m of the diagonal terms)."""
+    s = torch.tensor([[0.3]], requires_grad=True)
+    loss = MaxMarginRankingLoss(0.2)(s)
+    assert float(loss.detach()) == 0.0
+    loss.backward()
+    assert float(s.grad) == 0.0
+
+
+def test_defaults_are_the_documented_ones():
+    """docs/TRAINING.md: max-margin 0.2 with fix_norm."""
+    loss = MaxMarginRankingLoss()
+    assert (loss.margin, loss.fix_norm) == (0.2, True)

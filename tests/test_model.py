@@ -169,3 +169,19 @@ def test_bad_arch_is_a_user_error(repo_root):
     bad["experts"]["modalities"] = ["pann"]
     with pytest.raises(UserError, match="pann"):
         build_model(bad)
+
+
+def test_netvlad_mask_excludes_padding_from_the_training_batch_norm_statistics():
+    """use_mask=True in train mode: the padded frames' values change nothing, the BN batch statistics included
+    (eval mode alone, above, cannot see the statistics)."""
+    import copy
+
+    torch.manual_seed(0)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0]], dtype=torch.bool)
+    x = torch.randn(3, 6, 8) * mask[..., None]
+    garbage = x + 5.0 * torch.randn(3, 6, 8) * ~mask[..., None]  # the same real frames, other padding
+    torch.manual_seed(1)
+    a = NetVLAD(8, 4, ghost_clusters=1, use_mask=True).train()
+    b = copy.deepcopy(a)
+    torch.testing.assert_close(a(x, mask), b(garbage, mask))
+    torch.testing.assert_close(a.batch_norm.running_mean, b.batch_norm.running_mean)

@@ -139,3 +139,66 @@ def test_ranger_does_not_import_torch_dynamo():
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], check=True,
                          capture_output=True, text=True).stdout.split()
     assert out == ["False", "False"]  # with torch._dynamo loaded (someone compiles), torch's own way is kept
+
+
+def test_documented_defaults():
+    """Ranger 9.3.19 as docs/TRAINING.md: Lookahead k=6, alpha=0.5; betas (0.95, 0.999); eps 1e-5; the config's
+    lr / weight decay reach the groups."""
+    opt = build_optimizer({"optimizer": {"type": "Ranger", "args": {"lr": 0.02, "weight_decay": 2e-3}}},
+                          [torch.nn.Parameter(torch.zeros(1))])
+    g = opt.param_groups[0]
+    assert (g["la_k"], g["la_alpha"], g["betas"], g["eps"]) == (6, 0.5, (0.95, 0.999), 1e-5)
+    assert (g["lr"], g["weight_decay"], g["decoupled_weight_decay"]) == (0.02, 2e-3, True)
+
+
+@pytest.mark.parametrize("alpha", [0.25, 1.0])
+def test_lookahead_interpolates_with_alpha(alpha):
+    """At the k-th step: p <- slow + alpha (fast - slow), slow = the weights before the first update."""
+    p = torch.nn.Parameter(torch.full((1,), 3.0))
+    opt = Ranger([p], lr=0.1, weight_decay=0.0, k=3, alpha=alpha)
+    q = torch.nn.Parameter(torch.full((1,), 3.0))
+    ref = torch.optim.RAdam([q], lr=0.1, betas=(0.95, 0.999), eps=1e-5)
+    for _ in range(3):
+        p.grad, q.grad = torch.ones(1), torch.ones(1)
+        opt.step()
+        ref.step()
+    assert float(p.detach()) == pytest.approx(3.0 + alpha * (float(q.detach()) - 3.0), rel=1e-6)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_parameters_of_several_dtypes_step_like_each_alone(fused):
+    """The in-place path's scratch buffer is reused across parameters: a float32 and a float64 parameter in one
+    optimizer update exactly as each does in an optimizer of its own."""
+    torch.manual_seed(0)
+    a32, a64 = torch.nn.Parameter(torch.randn(50)), torch.nn.Parameter(torch.randn(40, dtype=torch.float64))
+    b32, b64 = (torch.nn.Parameter(t.detach().clone()) for t in (a32, a64))
+    both = Ranger([a32, a64], lr=0.01, weight_decay=1e-3, fused=fused)  # the float32 one first, and larger
+    alone = [Ranger([b], lr=0.01, weight_decay=1e-3, fused=fused) for b in (b32, b64)]
+    for _ in range(8):  # past the rectification switch (step 6)
+        for x, y in ((a64, b64), (a32, b32)):
+            x.grad = torch.randn_like(x)
+            y.grad = x.grad.clone()
+        both.step()
+        for o in alone:
+            o.step()
+    assert torch.equal(a64, b64) and torch.equal(a32, b32)
+
+
+def test_one_kernel_matches_the_in_place_update_where_eps_matters():
+    """Gradients of size ~eps: the one-kernel path's eps' = eps / sqrt(1 - b2^t) must reproduce RAdam's
+    sqrt(v / (1 - b2^t)) + eps placement (unit-size gradients, as in test_precision, cannot see eps)."""
+    torch.manual_seed(1)
+    ps = [torch.nn.Parameter(torch.randn(64, 8)), torch.nn.Parameter(torch.randn(8))]
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    start = [p.detach().clone() for p in ps]
+    a = Ranger(ps, lr=0.01, weight_decay=1e-3)
+    b = Ranger(qs, lr=0.01, weight_decay=1e-3).set_one_kernel(True)
+    for _ in range(10):
+        for p, q in zip(ps, qs):
+            g = 1e-5 * torch.randn_like(p)
+            p.grad, q.grad = g.clone(), g.clone()
+        a.step()
+        b.step()
+    for p, q, s in zip(ps, qs, start):
+        moved = (p.detach() - s).abs().max()
+        assert float(moved) > 1e-5 and float((p - q).detach().abs().max()) < 1e-3 * float(moved)

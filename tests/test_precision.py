@@ -229,7 +229,8 @@ def test_train_cli_rejects_a_bad_precision(capsys):
     assert "--precision" in err and len(err.strip().splitlines()) == 1  # one line (utils.cli), no usage block
 
 
-@pytest.mark.parametrize("case", ["normal", "zero cluster", "clusters below eps", "all-zero clip"])
+@pytest.mark.parametrize("case", ["normal", "zero cluster", "clusters below eps", "all-zero clip",
+                                  "clip below eps squared"])
 def test_fused_double_normalisation_is_netvlads_two_normalize_calls(case):
     """NetVLAD's fast path (_DoubleNormalize): values and gradients of the two F.normalize calls, also where a
     cluster's norm is zero or below their eps (the clamp is active) - to float64 rounding."""
@@ -244,6 +245,8 @@ def test_fused_double_normalisation_is_netvlads_two_normalize_calls(case):
         v[2, :, 0] *= 1e-13
     elif case == "all-zero clip":
         v[0] = 0
+    elif case == "clip below eps squared":  # every cluster clamped and the global norm clamped too: no n2 term
+        v[3] *= 1e-30
     v.requires_grad_(True)
     upstream = torch.randn(4, 30, dtype=torch.float64, generator=g)
 

@@ -111,3 +111,22 @@ def test_random_predictor_is_near_chance():
     assert r["tau_inspired"] == pytest.approx(r["chance"]["tau_inspired"], abs=0.01)
     assert r["sMARE"] == pytest.approx(r["chance"]["sMARE"], abs=0.01)
     assert r["pick_best_accuracy"] == pytest.approx(0.2, abs=0.02)
+
+
+def test_group_ranks_are_ordinal_with_ties_broken_by_caption_index():
+    rng = np.random.default_rng(0)
+    v = rng.integers(0, 3, (200, 5)).astype(float)
+    want = np.array([stats.rankdata(row, method="ordinal") for row in v])
+    np.testing.assert_array_equal(ev.group_ranks(v.ravel(), 5), want)
+
+
+def test_tau_b_group_mean_leaves_out_undefined_groups():
+    """A clip whose true values are all equal has no tau-b (scipy: nan): the mean is over the other clips."""
+    rng = np.random.default_rng(5)
+    t = rng.normal(size=(6, 5))
+    t[2] = 1.5
+    p = rng.normal(size=(6, 5))
+    per = np.array([stats.kendalltau(a, b).statistic for a, b in zip(t, p)])
+    r = ev.evaluate(t.ravel(), p.ravel(), 5)
+    assert np.isnan(per[2]) and r["tau_groups_nan"] == 1
+    assert r["kendall_tau_group_mean"] == pytest.approx(np.nanmean(per), rel=1e-12)

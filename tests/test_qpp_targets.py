@@ -119,3 +119,127 @@ def test_softmax_weights_stay_finite_at_tiny_temperatures(temperature):
     w = weights_from_predictions(pred, 5, "softmax", temperature).reshape(2, 5)
     assert np.all(np.isfinite(w)) and np.allclose(w.sum(axis=1), 1.0)
     assert w[0].argmax() == 1 and w[1].argmax() == 4  # all the weight on the caption predicted best
+
+
+def test_weight_mappings_exact_values_against_scipy():
+    """softmax = scipy.special.softmax(-p / T) per clip; rank: w ∝ K + 1 − r with tie-averaged r (scipy's
+    rankdata); fork: r / 15 with the fork's ordinal r (ties in the predictions broken by caption index)."""
+    from scipy.special import softmax
+    from scipy.stats import rankdata
+
+    pred = np.array([3.0, 0.5, 2.0, 5.0, 1.0, 2.0, 2.0, 0.0, 7.0, 2.0])
+    for t in (0.25, 1.0, 3.0):
+        np.testing.assert_allclose(weights_from_predictions(pred, 5, "softmax", t),
+                                   softmax(-pred.reshape(2, 5) / t, axis=1).ravel(), rtol=1e-6)
+    avg = np.array([rankdata(g) for g in pred.reshape(2, 5)])
+    assert avg.tolist() == [[4, 1, 3, 5, 2], [3, 3, 1, 5, 3]]
+    np.testing.assert_allclose(weights_from_predictions(pred, 5, "rank"), ((6 - avg) / 15).ravel(), rtol=1e-6)
+    ordinal = np.array([[4, 1, 3, 5, 2], [2, 3, 1, 5, 4]])  # clip 2's tied 2.0s by caption index, as the fork
+    np.testing.assert_allclose(weights_from_predictions(pred, 5, "fork"), (ordinal / 15).ravel(), rtol=1e-6)
+
+
+def test_badness_orients_every_higher_is_better_target():
+    v = np.array([1.0, 0.0, 0.5])
+    np.testing.assert_array_equal(badness(v, "hit10"), -v)
+    np.testing.assert_array_equal(badness(v, "rr"), -v)
+    np.testing.assert_array_equal(badness(v, "log2_rank"), v)
+
+
+def test_ordinal_ranks_across_row_blocks_equal_the_forks_double_argsort(monkeypatch):
+    import qpp.targets as qt
+
+    monkeypatch.setattr(qt, "_row_block", lambda n_cols, per_cell=2: 3)  # 3 rows per block
+    rng = np.random.default_rng(2)
+    sims = rng.integers(0, 4, (20, 6)).astype(np.float32)  # many ties
+    gt = rng.integers(0, 6, 20)
+    fork = [np.argsort(np.argsort(-row, kind="stable"), kind="stable")[g] for row, g in zip(sims, gt)]
+    np.testing.assert_array_equal(qt.ordinal_ranks_t2a(sims, gt), fork)
+
+
+def test_fused_ranks_rank_each_clips_own_column_in_its_row():
+    from qpp.weights import fused_ranks
+
+    fused = np.array([[0.1, 0.9, 0.5],    # row 0: its column 0 below two others -> 2
+                      [0.2, 0.8, 0.3],    # row 1: column 1 first -> 0
+                      [0.95, 0.0, 0.9]])  # row 2: column 2 second -> 1
+    np.testing.assert_array_equal(fused_ranks(fused), [2, 0, 1])
+
+
+def test_tune_temperature_ties_go_to_the_largest_temperature():
+    """Constant predictions give uniform weights at every temperature: all tie, so plain CombSum (T = inf) wins."""
+    from qpp.weights import DEFAULT_TEMPERATURES, tune_temperature
+
+    rng = np.random.default_rng(4)
+    sims = rng.normal(size=(6 * 5, 6)).astype(np.float32)
+    best, table = tune_temperature(np.zeros(30), sims, 5)
+    assert best == float("inf") and set(table) == {str(t) for t in DEFAULT_TEMPERATURES}
+    assert tune_temperature(np.zeros(30), sims, 5, temperatures=(0.5, 2.0))[0] == 2.0
+
+
+def _score_features_reference(row: np.ndarray) -> list[float]:
+    """The documented formulas (qpp/score_features.py), one row at a time, in SCORE_NAMES order."""
+    row = row.astype(np.float64)
+    std = row.std()
+    z = (row - row.mean()) / (std if std > 0 else 1.0)
+    out = []
+    for arr, raw in ((row, True), (z, False)):
+        top = np.sort(arr)[::-1]
+        u = (top[:10] + 1.0) / 2.0 if raw else top[:10] - arr.min()
+        u = np.maximum(u, 1e-6)
+        smv = float(np.mean(u * np.abs(np.log(u / u.mean()))))
+        out += [top[0], top[0] - top[1], top[:10].std(), top[:50].std(), top[:10].mean() - arr.mean(),
+                top[:50].mean() - arr.mean(), smv]
+        if raw:
+            out += [row.mean(), std]
+    return out
+
+
+@pytest.mark.parametrize("n_cols", [8, 60])  # 8: the top 10 holds the row's minimum (u = 0, floored)
+def test_score_features_every_column_against_the_documented_formulas(n_cols):
+    from qpp.score_features import SCORE_NAMES
+
+    rng = np.random.default_rng(n_cols)
+    sims = rng.uniform(-1, 1, size=(6, n_cols)).astype(np.float32) * np.linspace(0.2, 1, 6)[:, None].astype(np.float32)
+    s = score_features(sims)
+    assert s.shape == (6, len(SCORE_NAMES)) and np.isfinite(s).all()
+    for q in range(6):
+        np.testing.assert_allclose(s[q], _score_features_reference(sims[q]), rtol=1e-9, atol=1e-12,
+                                   err_msg=f"row {q}")
+
+
+def test_variation_features_every_column_against_brute_force():
+    """The documented definitions, caption by caption with scipy / sets / loops (continuous scores: no ties)."""
+    from scipy import stats
+
+    rng = np.random.default_rng(12)
+    k, g, n = 4, 3, 70
+    sims = (rng.normal(size=(g, 1, n)) + rng.normal(size=(g, k, n))).reshape(g * k, n)
+    sims[1] = sims[0] * 2 + 0.1  # a sibling with the same top-1 and top-m sets
+    v = variation_features(sims, k)
+    for q in range(g * k):
+        clip = q // k
+        own = sims[q]
+        sib = [sims[j] for j in range(clip * k, clip * k + k) if j != q]
+
+        def top(row, m):
+            return set(np.argsort(-row)[:m])
+
+        overlap = [np.mean([len(top(own, m) & top(s, m)) / m for s in sib]) for m in (10, 50)]
+        spearman = np.mean([stats.spearmanr(own, s).statistic for s in sib])
+        loo = np.mean(sib, axis=0)
+        full = sims[clip * k:clip * k + k].mean(axis=0)
+        top1 = np.mean([np.argmax(s) == np.argmax(own) for s in sib])
+        pseudo = np.argmax(loo)
+        rank0 = np.sum(own > own[pseudo]) + (np.sum(own == own[pseudo]) - 1) / 2
+        want = overlap + [spearman, stats.pearsonr(own, loo).statistic, stats.pearsonr(own, full).statistic, top1,
+                          np.log2(rank0 + 1), (own[pseudo] - own.mean()) / own.std()]
+        np.testing.assert_allclose(v[q], want, rtol=1e-6, atol=1e-9, err_msg=f"row {q}")  # overlaps: float32 counts
+
+
+def test_rank_mapping_gives_tied_predictions_equal_weights():
+    """Captions with equal predictions (tree leaves, a constant predictor) share the tie-averaged rank's weight:
+    caption order must not decide (a constant predictor gives CombSum's uniform weights, not 5/15 .. 1/15)."""
+    const = weights_from_predictions(np.full(10, 0.7), 5, "rank")
+    np.testing.assert_allclose(const, 0.2, rtol=1e-6)
+    w = weights_from_predictions(np.array([1.0, 1.0, 0.0, 3.0, 1.0]), 5, "rank")
+    np.testing.assert_allclose(w, np.array([3, 3, 5, 1, 3]) / 15, rtol=1e-6)  # tied at ranks 2..4: mean 3

@@ -212,3 +212,62 @@ def test_sorting_and_comparison_counts_agree(monkeypatch, tmp_path):
     np.save(tmp_path / "s.npy", sims)
     mm = np.load(tmp_path / "s.npy", mmap_mode="r")
     assert qrels_metrics(mm, qrels, "a2t") == qrels_metrics(sims, qrels, "a2t")
+
+
+@pytest.mark.parametrize("graded", [False, True])
+def test_a2t_multi_relevance_equals_ir_measures_on_the_transposed_judgements(graded):
+    """Independent of Qrels.transpose: the judgements read the other way come from the dense matrix's transpose."""
+    rng = np.random.default_rng(8)
+    n_q, n_d = 90, 30
+    qrels = _random_qrels(rng, n_q, n_d, max_rel=6, graded=graded)
+    sims = rng.standard_normal((n_q, n_d))  # continuous: no ties, so trec_eval is exact
+    dense_t = qrels.to_dense().T
+    np.testing.assert_array_equal(qrels.transpose().to_dense(), dense_t)
+    has = dense_t.sum(axis=1) > 0
+    judged_t = Qrels.from_triples(*np.nonzero(dense_t), dense_t[np.nonzero(dense_t)], n_d, n_q)
+    oracle = _ir_measures(np.ascontiguousarray(sims.T), judged_t, MEASURES)
+    ours = qrels_metrics(sims, qrels, "a2t")
+    for measure, key in OURS.items():
+        assert ours[key] == pytest.approx(100 * oracle[measure][has].mean(), abs=1e-9), key
+    assert ours["n_queries"] == has.sum()
+    assert ours["mean_relevant"] == pytest.approx((dense_t[has] > 0).sum(axis=1).mean())
+
+
+def test_mean_relevant_counts_only_queries_with_a_relevant_clip():
+    qrels = Qrels.from_triples(np.array([0, 0, 0, 2]), np.array([0, 1, 2, 1]), None, 4, 3)  # rows 1, 3: none
+    m = qrels_metrics(np.random.default_rng(0).standard_normal((4, 3)), qrels)
+    assert m["n_queries"] == 2 and m["mean_relevant"] == 2.0
+
+
+def test_slice_rows_keeps_each_rows_judgements():
+    qrels = _random_qrels(np.random.default_rng(9), 12, 20, max_rel=4, graded=True)
+    np.testing.assert_array_equal(qrels.slice_rows(5, 9).to_dense(), qrels.to_dense()[5:9])
+
+
+@pytest.mark.parametrize("sort_above", [0, 10**9])
+def test_row_blocks_and_entry_chunks_keep_each_entry_on_its_row(monkeypatch, sort_above):
+    """Tiny row blocks (3 rows) and entry chunks (8 entries), both counting strategies: still ir-measures' numbers."""
+    import retrieval.qrels_metrics as qm
+
+    rng = np.random.default_rng(10)
+    sims = rng.standard_normal((40, 30)).astype(np.float32)  # continuous: no ties
+    qrels = _random_qrels(rng, 40, 30, max_rel=8, graded=True)
+    monkeypatch.setattr(qm, "_BLOCK_BYTES", 30 * 16 * 3)
+    monkeypatch.setattr(qm, "SORT_ABOVE", sort_above)
+    ours = qm.qrels_metrics(sims, qrels)
+    oracle = _ir_measures(sims, qrels, MEASURES)
+    for measure, key in OURS.items():
+        assert ours[key] == pytest.approx(100 * oracle[measure].mean(), abs=1e-9), key
+
+
+def test_a2t_column_reads_of_a_memmap_taller_than_one_row_block(tmp_path):
+    """The memmap a2t path reads 4096 rows at a time: counts must accumulate over the blocks."""
+    rng = np.random.default_rng(11)
+    n_captions, n_clips = 5000, 4
+    sims = rng.standard_normal((n_captions, n_clips)).astype(np.float32)
+    qrels = Qrels.from_gt_cols(rng.integers(0, n_clips, n_captions), n_clips)
+    np.save(tmp_path / "s.npy", sims)
+    mm = np.load(tmp_path / "s.npy", mmap_mode="r")
+    assert qrels_metrics(mm, qrels, "a2t") == qrels_metrics(sims, qrels, "a2t")
+    best_caption = metrics_from_ranks(gt_ranks_a2t(sims, qrels.cols))
+    assert qrels_metrics(mm, qrels, "a2t")["MeanR"] == pytest.approx(best_caption["MeanR"])

@@ -69,3 +69,108 @@ def test_compare_to_baseline_holm_family_and_risk_reward():
     # URisk = (0.5 + 2 * (-0.05 - 0.7)) / 4
     assert rr["urisk"] == pytest.approx((0.5 + 2 * (-0.05 - 0.7)) / 4)
     assert sum(rr["delta_histogram"]) == 3
+
+
+def _exact_randomisation_p(diff: np.ndarray) -> float:
+    """Oracle: the two-sided sign-flip p-value over all 2^n sign vectors (mean at least as extreme, ties included)."""
+    import itertools
+
+    observed = abs(diff.mean())
+    signs = np.array(list(itertools.product((-1.0, 1.0), repeat=diff.size)))
+    return float(np.mean(np.abs(signs @ diff) / diff.size >= observed - 1e-12))
+
+
+@pytest.mark.parametrize("diff", [
+    np.array([1.0] * 8 + [-1.0] * 2 + [0.0] * 2),      # integer differences: many sign vectors tie the observed mean
+    np.random.default_rng(4).normal(0.3, 1.0, 12),      # continuous
+])
+def test_randomisation_test_against_exact_enumeration(diff):
+    from retrieval.significance import paired_randomization_test
+
+    exact = _exact_randomisation_p(diff)
+    assert 0.01 < exact < 0.5  # not a degenerate check
+    b = np.random.default_rng(5).random(diff.size)
+    p = paired_randomization_test(b + diff, b, n_resamples=20_000, seed=1)
+    assert p == pytest.approx(exact, abs=0.01)
+    assert paired_randomization_test(b, b + diff, n_resamples=20_000, seed=1) == p  # two-sided: symmetric
+
+
+def test_randomisation_test_plus_one_correction_and_identical_systems():
+    from retrieval.significance import paired_randomization_test
+
+    a = np.linspace(0.5, 1.0, 40)
+    # every difference positive: no sign flip reaches the observed mean (probability 2 / 2^40), so p = 1 / (R + 1)
+    assert paired_randomization_test(a, a - 0.3, n_resamples=999) == 1 / 1000
+    assert paired_randomization_test(a, a.copy(), n_resamples=999) == 1.0
+
+
+def test_bootstrap_percentiles_equal_exact_binomial_quantiles():
+    """Mean of 20 resampled Bernoulli values (4 ones) ~ Binomial(20, 0.2) / 20: its 2.5% and 97.5% quantiles are
+    1/20 and 8/20 (the 5% / 95% ones would be 1/20 and 7/20), far from the CDF's jumps, so the percentile bootstrap
+    with many resamples lands on them exactly. Also through metric_cis (R@1 of ranks with 4 zeros in 20)."""
+    x = np.zeros(20)
+    x[[3, 9, 14, 19]] = 1.0  # the last query among the ones: every index must be drawable
+    assert st.binom.ppf([0.025, 0.975], 20, 0.2).tolist() == [1.0, 8.0]
+    assert bootstrap_ci(x, 20_000, seed=0).tolist() == [1 / 20, 8 / 20]
+    assert bootstrap_ci(x, 20_000, level=0.9, seed=0).tolist() == [1 / 20, 7 / 20]
+    ranks = np.where(x == 1, 0.0, 20.0)
+    assert metric_cis(ranks, 20_000)["R1"] == pytest.approx([100 / 20, 100 * 8 / 20])
+
+
+def test_holm_over_the_family_in_compare_to_baseline_and_caption_significance():
+    """Independent Holm step-down on scipy's paired t-test p-values; CombSum is not compared with itself."""
+    from fusion.stats import caption_fusion_significance
+
+    rng = np.random.default_rng(13)
+    base = rng.random(60)
+    scores = {name: base + rng.normal(shift, 0.3, 60) for name, shift in (("a", 0.06), ("b", 0.08), ("c", 0.1))}
+    raw = {name: st.ttest_rel(s, base).pvalue for name, s in scores.items()}
+    assert 0.001 < min(raw.values()) and max(raw.values()) < 0.2  # adjustments are visible
+
+    def holm_oracle(p):
+        order = sorted(p, key=p.get)
+        out, running = {}, 0.0
+        for i, name in enumerate(order):
+            running = max(running, min(1.0, (len(order) - i) * p[name]))
+            out[name] = running
+        return out
+
+    res = compare_to_baseline(scores, base, resamples=2000)
+    expected = holm_oracle(raw)
+    for name in scores:
+        assert res[name]["p_t"] == pytest.approx(raw[name], rel=1e-9)
+        assert res[name]["p_t_holm"] == pytest.approx(expected[name], rel=1e-9)
+    assert res["c"]["p_t_holm"] == pytest.approx(3 * raw["c"], rel=1e-9)  # the smallest p, times the family size
+    assert res["b"]["p_t_holm"] == res["c"]["p_t_holm"] > 2 * raw["b"]      # step-down: kept monotone
+    rand = {name: res[name]["p_randomisation"] for name in scores}
+    for name, adj in holm_oracle(rand).items():
+        assert res[name]["p_randomisation_holm"] == pytest.approx(adj, rel=1e-12)
+
+    fused = {"combsum": scores["a"], "rrf": scores["b"], "borda": scores["c"]}
+    sig = caption_fusion_significance(fused, base, resamples=500)
+    assert set(sig["vs_combsum"]) == {"rrf", "borda"} and set(sig["vs_baseline_per_clip"]) == set(fused)
+    vs_cs = {name: st.ttest_rel(fused[name], fused["combsum"]).pvalue for name in ("rrf", "borda")}
+    for name, adj in holm_oracle(vs_cs).items():  # a family of 2, not 3
+        assert sig["detail"]["vs_combsum"][name]["p_t_holm"] == pytest.approx(adj, rel=1e-9)
+
+
+def test_risk_reward_trisk_means_and_histogram():
+    """TRisk is the one-sample t statistic of the URisk terms (scipy); the means are over wins / losses only; the
+    histogram counts every non-tied query, differences beyond ±1 in the edge bins; ±1e-12 is a tie."""
+    system = np.array([1.0, 0.5, 0.2, 0.3, 0.9, 2.0, 1e-12, 0.0])
+    baseline = np.array([0.5, 0.5, 0.25, 1.0, 0.6, 0.0, 0.0, 1e-12])
+    d = system - baseline
+    rr = risk_reward(system, baseline, alpha=2.0)
+    terms = np.where(d < 0, 3.0 * d, d)
+    assert rr["urisk"] == pytest.approx(terms.mean())
+    assert rr["trisk"] == pytest.approx(st.ttest_1samp(terms, 0.0).statistic, rel=1e-12)
+    assert (rr["wins"], rr["losses"], rr["ties"], rr["queries"]) == (3, 2, 3, 8)
+    assert rr["mean_gain_on_wins"] == pytest.approx((0.5 + 0.3 + 2.0) / 3)
+    assert rr["mean_loss_on_losses"] == pytest.approx((-0.05 - 0.7) / 2)
+    assert sum(rr["delta_histogram"]) == 5 and rr["delta_histogram"][-1] == 2  # +0.5 and +2.0 (clipped to 1)
+
+
+def test_t_p_value_of_infinite_and_nan_t():
+    assert student_t_two_sided_p(np.inf, 5) == 0.0 == 2 * st.t.sf(np.inf, 5)
+    assert student_t_two_sided_p(-np.inf, 5) == 0.0
+    assert np.isnan(student_t_two_sided_p(np.nan, 5))

@@ -270,3 +270,67 @@ def test_out_must_be_new_or_a_previous_system_fusion(tmp_path, capsys):
         assert _cli(argv + [str(out)]) == 2
         assert needle in capsys.readouterr().err
     assert [p.name for p in legacy.iterdir()] == ["results.json"] and afile.read_text() == "x"
+
+
+def test_simplex_grid_of_a_step_typed_slightly_above_one_over_n():
+    """--weights-step 0.14285714286 passes the CLI check (7 whole steps) but 1 / step = 6.99999999993: the grid
+    must still have 7 steps (8 points for 2 systems, reaching 0 and 1)."""
+    from fusion.systems_cli import weights_step
+
+    step = weights_step("0.14285714286")
+    g = simplex_grid(2, step)
+    assert g.shape == (8, 2) and [0.0, 1.0] in g.tolist() and [1.0, 0.0] in g.tolist()
+
+
+def test_coordinate_ascent_returns_a_converged_coordinate_wise_optimum(monkeypatch):
+    """With the val metric replaced by a known objective of the normalised weights, the coordinate search must
+    return weights summing to 1 from which no single coordinate change on the 0..1 grid improves (it runs until
+    a full round changes nothing; one round is not enough for this target)."""
+    import fusion.systems as fs
+
+    target = np.array([0.395, 0.593, 0.012])
+
+    def objective(w):
+        w = np.asarray(w, dtype=np.float64)
+        return -float(((w / w.sum() - target) ** 2).sum())
+
+    monkeypatch.setattr(fs, "fuse_systems", lambda method, val, *, norm, weights, device: np.asarray(weights, float))
+    monkeypatch.setattr(fs, "gt_ranks_t2a", lambda fused, gt_cols: fused)
+    monkeypatch.setattr(fs, "metrics_from_ranks", lambda w: {"mAP10": objective(w)})
+    best_w, info = fs.learn_weights([None] * 3, None, norm="none", search="coordinate", step=0.1)
+    assert info["search"] == "coordinate" and best_w.sum() == pytest.approx(1.0)
+    assert info["val_mAP10"] == pytest.approx(objective(best_w)) and info["val_mAP10"] > objective(np.ones(3))
+    grid = np.round(np.arange(0, 1.05, 0.1), 9)
+
+    def converged(w):
+        for i in range(3):
+            for v in grid:
+                cand = w.copy()
+                cand[i] = v
+                if cand.sum() > 0 and objective(cand) > objective(w) + 1e-9:
+                    return False
+        return True
+
+    # the unnormalised weights the search stopped at: best_w times a scale putting every entry on the grid
+    on_grid = [best_w * m / best_w.max() for m in grid[1:]]
+    on_grid = [w for w in on_grid if np.allclose(w, np.round(w, 1), atol=1e-9)]
+    assert on_grid and any(converged(np.round(w, 1)) for w in on_grid)
+
+
+def test_caption_query_tests_use_the_mean_rr_of_each_clips_captions(tmp_path):
+    """Part caption_queries: the unit of the tests and of risk-reward is the clip, its score the mean reciprocal
+    rank of its K caption queries (not the best caption's)."""
+    runs = three_systems(tmp_path, n=12, k=5)
+    out = tmp_path / "out"
+    assert _cli(["--runs", *map(str, runs), "--out", str(out), "--resamples", "100", "--quiet", "--no-plot",
+                 "--systems-methods", "combsum"]) == 0
+    res = json.loads((out / "results.json").read_text())["caption_queries"]
+    assert res["baseline"] == "good"
+    sims = {name: load_sims(r, "test")[0] for name, r in zip(("good", "fair", "noise"), runs)}
+    gt = load_sims(runs[0], "test")[1].gt_cols()
+    per_clip = {name: (1.0 / (gt_ranks_t2a(s, gt) + 1.0)).reshape(12, 5).mean(axis=1) for name, s in sims.items()}
+    for name in ("fair", "noise"):
+        d = per_clip[name] - per_clip["good"]
+        assert res["significance"][name]["mean_diff"] == pytest.approx(d.mean(), rel=1e-12)
+        assert res["risk_reward"][name]["queries"] == 12
+        assert res["risk_reward"][name]["urisk"] == pytest.approx(np.where(d < 0, 2 * d, d).mean(), rel=1e-12)

@@ -164,3 +164,21 @@ def test_bad_data_fails_before_the_run_folder_is_created(tiny_config, tiny_confi
     with pytest.raises(UserError, match="nowhere"):
         fit(tiny_config, tiny_config_path, "cpu", quiet=True, threads=THREADS)
     assert not (tmp_path / "saved").exists()
+
+
+def test_make_batch_gathers_each_clips_planned_caption_and_its_length():
+    """Text and length of caption caps[j] of clip idx[j] (the length feeds the masked NetVLAD of the text)."""
+    from trainer.batches import make_batch
+    from trainer.export import TensorSplit
+
+    n, c, length, dt = 6, 5, 4, 3
+    text = torch.arange(n * c * length * dt, dtype=torch.float32).reshape(n, c, length, dt)
+    lens = torch.arange(n * c, dtype=torch.int64).reshape(n, c) % length + 1
+    audio = torch.arange(n * 2 * 3, dtype=torch.float32).reshape(n, 2, 3)
+    ts = TensorSplit("train", [f"c{i}" for i in range(n)], [[""] * c] * n, {"audio": audio},
+                     {"audio": torch.tensor([True, False] * 3)}, text, lens)
+    idx, caps = np.array([4, 1, 3]), np.array([2, 4, 0])
+    experts, ind, t, got_lens = make_batch(ts, idx, caps, torch.device("cpu"))
+    assert torch.equal(experts["audio"], audio[idx]) and ind["audio"].tolist() == [True, False, False]
+    assert torch.equal(t, torch.stack([text[i, k] for i, k in zip(idx, caps)])[:, None])
+    assert got_lens.tolist() == [[int(lens[i, k])] for i, k in zip(idx, caps)]

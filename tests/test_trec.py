@@ -153,3 +153,29 @@ def test_fast_qrels_reader_errors_name_the_line(tmp_path, text, message):
     (tmp_path / "q.trec").write_bytes(text.encode("utf-8"))
     with pytest.raises(UserError, match=message):
         load_qrels(tmp_path / "q.trec", query_ids=["q", "r"], doc_ids=["d", "e"])
+
+
+def test_top_k_orders_tied_scores_by_column_and_run_lines_follow_it(tmp_path):
+    """Rank order = score descending, then column ascending (the documented tie policy), checked against a plain
+    sort, and written as such: the rank column of the run file follows that order."""
+    rng = np.random.default_rng(0)
+    block = rng.integers(0, 4, (30, 40)).astype(np.float32)  # many ties
+    cols, scores = top_k(block, 25)
+    for row, c, s in zip(block, cols, scores):
+        want = sorted(range(block.shape[1]), key=lambda j: (-row[j], j))[:25]
+        assert c.tolist() == want and s.tolist() == row[want].tolist()
+    write_trec_run(tmp_path / "r.trec", block[:2], ["a", "b"], [f"d{j}" for j in range(40)], "t", depth=25)
+    lines = (tmp_path / "r.trec").read_text().splitlines()
+    assert [ln.split()[2] for ln in lines[:25]] == [f"d{j}" for j in cols[0]]
+    assert [int(ln.split()[3]) for ln in lines[:25]] == list(range(1, 26))
+
+
+def test_run_rows_keep_their_query_ids_across_row_blocks(tmp_path, monkeypatch):
+    import retrieval.trec as trec
+
+    monkeypatch.setattr(trec, "_row_block", lambda n_cols, per_cell=2: 3)  # 3 query rows per block
+    sims = np.random.default_rng(1).random((10, 6))
+    write_trec_run(tmp_path / "r.trec", sims, [f"q{i}" for i in range(10)], [f"d{j}" for j in range(6)], "t", 6)
+    run = read_trec_run(tmp_path / "r.trec")
+    for i in range(10):
+        assert run[f"q{i}"] == pytest.approx({f"d{j}": float(sims[i, j]) for j in range(6)}, rel=1e-8)
