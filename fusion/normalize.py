@@ -20,6 +20,7 @@ extra work beyond one comparison of sorted neighbours.
 """
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any, Callable
 
@@ -205,7 +206,7 @@ class TorchOps(NumpyOps):
     def pow2_scale(self, m):
         exponent = self.torch.frexp(m).exponent
         exponent = self.torch.where(self.torch.isfinite(m), exponent, self.torch.zeros_like(exponent))
-        bound = int(np.log2(self.torch.finfo(m.dtype).max)) - 1
+        bound = math.frexp(float(self.torch.finfo(m.dtype).max))[1] - 2  # as NumpyOps: finfo.maxexp - 2
         return self.torch.ldexp(self.torch.ones_like(m), (-exponent).clamp(-bound, bound))
 
 

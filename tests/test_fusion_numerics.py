@@ -312,3 +312,20 @@ def test_qpp_cli_fusion_overflow_exits_2_naming_the_run(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and f"combsum of the run {run} overflows float32" in err[0], err
     assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_torch_and_numpy_power_of_two_scales_agree_at_the_exponent_limits(dtype):
+    """The torch back end clipped float64 exponents at 1023 (numpy: 1022), so its scale for the smallest numbers
+    was the subnormal 2**-1023 instead of a normal number."""
+    import torch
+
+    from fusion.normalize import get_ops
+
+    info = np.finfo(dtype)
+    m = np.array([0.0, float(info.smallest_subnormal), float(info.tiny), 1.0, float(info.max) / 3, float(info.max),
+                  np.inf, np.nan], dtype=dtype)
+    want = get_ops("cpu").pow2_scale(m)
+    got = get_ops("torch:cpu").pow2_scale(torch.from_numpy(m)).numpy()
+    assert np.array_equal(got, want), (got, want)
+    assert (np.abs(want) >= info.tiny).all()  # every scale is a normal number
