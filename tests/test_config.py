@@ -190,3 +190,17 @@ def test_seeds_with_an_empty_item_are_refused(text):
 
     with pytest.raises(UserError, match="--seeds"):
         train._parse_seeds(text)
+
+
+def test_value_rules_bounds_openness_and_defaults():
+    """utils.config_rules directly (found by hand mutation testing): an open upper bound excludes it, a key
+    without a rule must still be finite, a fixed number accepts 0 for 0.0, and booleans are not range-checked."""
+    from utils.config_rules import Range, check_values
+    from utils.errors import UserError
+
+    assert Range(0, 1, high_open=True).problem(1) == "must be < 1"
+    assert Range(0, 1, high_open=True).problem(0.999) is None and Range(0, 1).problem(1) is None
+    with pytest.raises(UserError, match=r"^c.json: some.new_key: nan: must be a finite number$"):
+        check_values({"some": {"new_key": float("nan")}}, "c.json")
+    check_values({"data_loader": {"args": {"text_dropout": 0, "trn_cat": 0.0}}})  # FIXED 0.0 and 0: same setting
+    check_values({"data_loader": {"args": {"batch_size": True}}})  # a type question, not a range one
