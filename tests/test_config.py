@@ -115,6 +115,8 @@ def test_config_hash():
     ({"arch": {"args": {"l2renorm": 1}}}, "arch.args.l2renorm: expected bool"),
     ({"data_loader": {"args": {"max_tokens": {"audio": "x"}}}}, "data_loader.args.max_tokens.audio"),
     ({"inherit_from": "nope.json"}, "inherit_from: parent file"),
+    ({"trainer": {"inherit_from": "x.json"}}, "trainer.inherit_from: inherit_from is only allowed at the top level"),
+    ({"optimizer": {"args": {"lr": True}}}, "optimizer.args.lr: expected float, got bool true"),
     ("{not json", "invalid JSON"),
     ("[1, 2]", "top level must be a JSON object"),
 ])
@@ -154,6 +156,8 @@ def test_missing_config_file(tmp_path):
     ("trainer.epochs=abc", "--custom_args: trainer.epochs: expected int"),
     ("trainer.epochs", "expected key.sub=value"),
     ("experts.modalities=3", "experts.modalities: expected list"),
+    ("optimizer.args.lr=true", "--custom_args: optimizer.args.lr: expected float, got bool true"),
+    ('data_loader.args.max_tokens={"textt": 3}', "--custom_args: data_loader.args.max_tokens.textt: unknown key"),
 ])
 def test_override_errors(override, needle):
     with pytest.raises(UserError) as err:
@@ -190,3 +194,23 @@ def test_seeds_with_an_empty_item_are_refused(text):
 
     with pytest.raises(UserError, match="--seeds"):
         train._parse_seeds(text)
+
+
+def test_value_rules_bounds_openness_and_defaults():
+    """utils.config_rules directly (found by hand mutation testing): an open upper bound excludes it, a key
+    without a rule must still be finite, a fixed number accepts 0 for 0.0, and booleans are not range-checked."""
+    from utils.config_rules import Range, check_values
+    from utils.errors import UserError
+
+    assert Range(0, 1, high_open=True).problem(1) == "must be < 1"
+    assert Range(0, 1, high_open=True).problem(0.999) is None and Range(0, 1).problem(1) is None
+    with pytest.raises(UserError, match=r"^c.json: some.new_key: nan: must be a finite number$"):
+        check_values({"some": {"new_key": float("nan")}}, "c.json")
+    check_values({"data_loader": {"args": {"text_dropout": 0, "trn_cat": 0.0}}})  # FIXED 0.0 and 0: same setting
+    check_values({"data_loader": {"args": {"batch_size": True}}})  # a type question, not a range one
+
+
+@pytest.mark.parametrize("raw, value", [("True", True), ("False", False), ("true", True), ("false", False)])
+def test_python_style_booleans_in_overrides(raw, value):
+    c = load_config(CFG / "clotho" / "train-vggish-vggsound.json", f"data_loader.args.allow_missing_experts={raw}")
+    assert c["data_loader"]["args"]["allow_missing_experts"] is value

@@ -140,6 +140,31 @@ def test_allow_missing_experts(tmp_path):
     assert np.isnan(data["test"].experts["audio"][0]).all()
 
 
+def test_missing_expert_is_refused_when_the_config_omits_allow_missing_experts(tmp_path):
+    """The flag's default (a config built without base_config.json) is to refuse, naming the file and clip."""
+    made = make_archive(tmp_path)
+    audio = dict(made["audio"])
+    del audio["te_1.wav"]
+    make_archive(tmp_path, **{**made, "audio": audio})
+    c = _config(tmp_path)
+    del c["data_loader"]["args"]["allow_missing_experts"]
+    with pytest.raises(UserError, match=r"vggish-raw.hickle: 1 clips of test_list.txt missing \(first: 'te_1.wav'\)"):
+        load_clotho(c, ["test"])
+
+
+def test_string_captions_are_stripped(tmp_path):
+    _tamper(tmp_path, "captions", "va_1.wav", ["  a dog\n", "b", "c", "d", "e"])
+    assert load_clotho(_config(tmp_path), ["val"])["val"].captions[0] == ["a dog", "b", "c", "d", "e"]
+
+
+def test_expert_without_max_tokens_is_a_config_error(tmp_path):
+    make_archive(tmp_path)
+    c = _config(tmp_path)
+    del c["data_loader"]["args"]["max_tokens"]["vggsound"]
+    with pytest.raises(UserError, match=r"^config: data_loader.args.max_tokens.vggsound: missing$"):
+        load_clotho(c, ["val"])
+
+
 def _tamper(tmp_path, what, cid, value):
     made = make_archive(tmp_path)
     d = copy.deepcopy(made[what])
@@ -152,10 +177,12 @@ def _tamper(tmp_path, what, cid, value):
     ("audio", np.zeros((0, 128), np.float32), "vggish-raw.hickle: clip 'va_1.wav': no frames"),
     ("vggsound", np.zeros((512,), np.float32), "vggsound-raw.hickle: clip 'va_1.wav': shape (512,)"),
     ("w2v", [np.zeros((2, 300), np.float32)] * 4, "w2v.pkl: clip 'va_1.wav' has 4 caption arrays"),
+    ("w2v", [np.zeros((2, 300), np.float32)] * 6, "w2v.pkl: clip 'va_1.wav' has 6 caption arrays"),
     ("w2v", [np.zeros((2, 384), np.float32)] * 5, "w2v.pkl: clip 'va_1.wav' caption 0: shape (2, 384)"),
     ("w2v", [np.zeros((0, 300), np.float32)] * 5, "w2v.pkl: clip 'va_1.wav' caption 0: empty token array"),
     ("captions", [["a"]] * 6, "raw-captions.pkl: clip 'va_1.wav' has 6 captions"),
     ("captions", [["a"], [], ["b"], ["c"], ["d"]], "raw-captions.pkl: clip 'va_1.wav' caption 1: empty"),
+    ("captions", ["a", "b", "  \t ", "c", "d"], "raw-captions.pkl: clip 'va_1.wav' caption 2: empty"),
 ])
 def test_bad_values_named(tmp_path, what, value, needle):
     _tamper(tmp_path, what, "va_1.wav", value)

@@ -106,3 +106,35 @@ def test_the_data_check_command_prints_the_warnings_by_clip_id(tmp_path, capsys)
     assert run_cli(clotho_main, cli_args(data_dir)) == 0
     out = capsys.readouterr().out
     assert f"warning: 1 test clip has all-zero '{expert}' features although marked present ({cid!r})" in out
+
+
+def test_present_all_zero_clips_are_duplicates_of_each_other_not_missing_clips():
+    """A present all-zero clip is not a missing one (fingerprint +1): two failed extractions are one recording."""
+    data = _data()
+    for split, i in (("train", 4), ("test", 0)):
+        for e in data[split].experts:
+            data[split].experts[e][i] = 0.0
+    assert duplicate_clips(data) == [("test", "test_0.wav", "train", "train_4.wav")]
+
+
+@pytest.mark.parametrize("n, more", [(3, False), (4, True)])
+def test_at_most_three_clips_are_shown_then_an_ellipsis(n, more):
+    data = _data()
+    for k in range(n):
+        _copy_clip(data, ("test", k), ("train", k))
+        data["val"].experts["audio"][k] = 0.0
+    dup, zero = content_warnings(data)
+    assert dup.startswith(f"{n} test clips have the same features as a train clip")
+    assert ("test 'test_2.wav' = train 'train_2.wav', ...):" in dup) == more
+    assert ("'test_3.wav'" in dup) is False
+    assert zero.startswith(f"{n} val clips have all-zero 'audio' features although marked present ('val_0.wav', "
+                           f"'val_1.wav', 'val_2.wav'{', ...' if more else ''}):")
+
+
+def test_same_features_compares_shapes_and_dtypes_not_only_bytes():
+    from data.content_checks import same_features
+
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    z = np.zeros((2, 4), np.float32)
+    assert same_features([("a", [x]), ("b", [x.reshape(4, 2)]), ("c", [z]), ("d", [z.view(np.int32)]),
+                          ("e", [x.copy()])]) == [("e", "a")]

@@ -36,6 +36,20 @@ def test_csv_errors(tmp_path):
         read_caption_csv(_csv(tmp_path / "c.csv", [["x.wav", "a", "b", "...", "d", "e"]]))
     with pytest.raises(UserError, match="file not found"):
         read_caption_csv(tmp_path / "none.csv")
+    with pytest.raises(UserError, match=r"d.csv: line 3: empty file_name$"):
+        read_caption_csv(_csv(tmp_path / "d.csv", [["x.wav", *"abcde"], ["  ", *"abcde"]]))
+    with pytest.raises(UserError, match=r"e.csv: no rows$"):  # a header alone would build an archive of nothing
+        read_caption_csv(_csv(tmp_path / "e.csv", []))
+
+
+def test_merging_into_an_existing_file_that_is_not_a_dict_is_refused(tmp_path):
+    from data.text_features import _merge_pickle
+
+    path = tmp_path / "raw-captions.pkl"
+    path.write_bytes(pickle.dumps([["a", "dog"]]))
+    with pytest.raises(UserError, match=r"raw-captions.pkl: existing file is not a pickled dict$"):
+        _merge_pickle(path, {"x.wav": [["a"]] * 5})
+    assert pickle.loads(path.read_bytes()) == [["a", "dog"]]  # left as it was
 
 
 def test_embeddings_shapes():
