@@ -264,6 +264,18 @@ def test_os_full_disk_during_training(world, tmp_path, mounts, capsys):
                          f"{world['custom']},trainer.save_dir={full},trainer.epochs=2"], "No space left", tmp_path,
            capsys)
     assert [p.name for p in full.iterdir()] == ["filler"]  # the run folder of the failed run is gone
+    open_there = [t for t in _open_files() if t.startswith(str(full))]
+    assert open_there == [], open_there  # the run lock's file was left open (its pid could not be written)
+
+
+def _open_files() -> list[str]:
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            pass
+    return out
 
 
 def _latin1_config(tmp_path: Path) -> Path:

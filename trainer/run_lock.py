@@ -50,9 +50,9 @@ class RunFolderLock:
             if _same_file(fd, path):
                 break
             os.close(fd)  # the previous holder removed the file between our open and our lock: take the new one
+        self._fd, self._path = fd, path  # held from here: release() closes it even if the writes below fail
         os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
-        self._fd, self._path = fd, path
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())  # ENOSPC on a full disk
 
     def release(self) -> None:
         """Remove the lock file, then drop the lock (removing first: nobody can lock the old file in between)."""
