@@ -17,6 +17,7 @@ import numpy as np
 from retrieval.metrics import _row_block
 from utils.errors import UserError
 from utils.io import read_json, save_npy, write_json
+from utils.outputs import RECORD
 
 
 @dataclass
@@ -126,7 +127,7 @@ def load_sims(path: str | os.PathLike, split: str = "test", mmap: bool = True) -
     return _read_checked(Path(path), npy, split, mmap)
 
 
-RUN_FOLDER_FILES = ("config.json", "run.json", "complete.json")  # train.py writes the first two when it starts
+RUN_FOLDER_FILES = ("config.json", "run.json", RECORD)  # train.py writes the first two when it starts
 
 
 def enclosing_run(npy: Path) -> Path | None:
